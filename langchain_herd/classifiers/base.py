@@ -1,0 +1,104 @@
+"""The classifier interface: a classifier only scores, it never decides.
+
+A classifier maps query texts to one score per route label (``predict_proba``). The
+policy turns scores into a ranking of experts; the router runs the experts. Saved
+classifiers are a directory holding ``config.json`` plus ``*.safetensors`` (and
+vocabulary/tokenizer files), never pickle, so loading one someone sent you runs none
+of their code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from langchain_herd.errors import ArtifactError
+
+CONFIG_FILE = "config.json"
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Scores queries against route labels.
+
+    ``labels`` names the columns of ``predict_proba``'s output; they are the route
+    labels of a herd config (e.g. ``stem``) or, for correctness routers, expert names.
+    """
+
+    labels: list[str]
+
+    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Return an array of shape ``(len(texts), len(labels))`` with one score per label."""
+        ...
+
+
+class SavedClassifier:
+    """Base for classifiers saved as ``config.json`` + safetensors; subclasses register a kind.
+
+    Subclasses set ``kind`` and implement ``save_pretrained`` and ``_load``; the registry
+    lets ``load_classifier(path)`` pick the class named by the artifact's config.
+    """
+
+    kind: ClassVar[str] = ""
+    registry: ClassVar[dict[str, type[SavedClassifier]]] = {}
+    labels: list[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            SavedClassifier.registry[cls.kind] = cls
+
+    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        raise NotImplementedError
+
+    def save_pretrained(self, path: str | Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _load(cls, path: Path, config: dict[str, Any]) -> SavedClassifier:
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> SavedClassifier:
+        """Load a classifier directory; on the base class, dispatch on the saved ``kind``."""
+        directory = Path(path)
+        config = read_artifact_config(directory)
+        kind = config.get("kind")
+        target = cls.registry.get(str(kind)) if cls is SavedClassifier else cls
+        if target is None or (cls is not SavedClassifier and kind != cls.kind):
+            known = ", ".join(sorted(cls.registry)) or "none"
+            raise ArtifactError(
+                f"{directory / CONFIG_FILE}: classifier kind {kind!r} is not one this loader "
+                f"knows (known kinds: {known}); was it saved by a newer langchain-herd?"
+            )
+        return target._load(directory, config)
+
+
+def read_artifact_config(directory: Path) -> dict[str, Any]:
+    """Read and sanity-check an artifact's ``config.json``."""
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise ArtifactError(
+            f"{directory}: no {CONFIG_FILE} found; a classifier artifact is a directory with "
+            f"{CONFIG_FILE} and *.safetensors files (made by save_pretrained or `herd train`)"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{config_path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("labels"), list):
+        raise ArtifactError(f"{config_path}: expected an object with a 'labels' list")
+    return config
+
+
+def load_classifier(path: str | Path) -> SavedClassifier:
+    """Load any registered classifier artifact from ``path``."""
+    # Import the built-in kinds so their classes are registered before dispatch.
+    from langchain_herd.classifiers import tfidf  # noqa: F401
+
+    return SavedClassifier.from_pretrained(path)

@@ -1,0 +1,551 @@
+"""TF-IDF + multinomial logistic regression, trained with scikit-learn, run in pure numpy.
+
+Training (:meth:`TfidfClassifier.fit`, :meth:`TfidfClassifier.from_sklearn`) needs
+scikit-learn (``pip install 'langchain-herd[train]'``); inference does not: the word
+analyzer of scikit-learn's ``TfidfVectorizer`` (lower-casing, a token regex, word
+n-grams), the idf weights, sublinear tf, the row norm and the softmax over
+``coef @ x + intercept`` are reimplemented here, and the tests check the result equals
+scikit-learn's ``predict_proba`` to about 1e-12.
+
+An artifact is a directory: ``config.json`` (kind, labels, tokenizer settings,
+metadata), ``vocab.json`` (the terms, in feature order) and ``model.safetensors``
+(``idf``, ``coef``, ``intercept``). No pickle, so loading one runs none of its author's code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from langchain_herd._version import __version__
+from langchain_herd.classifiers.base import CONFIG_FILE, SavedClassifier
+from langchain_herd.errors import ArtifactError, InputError
+
+__all__ = ["DEFAULT_TOKEN_PATTERN", "TfidfClassifier"]
+
+DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+"""scikit-learn's default word pattern: runs of two or more word characters."""
+
+WEIGHTS_FILE = "model.safetensors"
+VOCAB_FILE = "vocab.json"
+FORMAT_VERSION = 1
+
+Norm = Literal["l1", "l2"] | None
+_NORMS = ("l1", "l2", None)
+_DTYPES = ("float32", "float64")
+
+
+class TfidfClassifier(SavedClassifier):
+    """Scores texts with TF-IDF features and a multinomial logistic regression.
+
+    Build one with :meth:`fit` (or :meth:`from_sklearn`), save it with
+    :meth:`save_pretrained`, load it with :meth:`from_pretrained` or
+    ``langchain_herd.classifiers.base.load_classifier``. Scoring is numpy only.
+
+    Attributes:
+        labels: the route labels, one per column of :meth:`predict_proba`.
+        vocabulary: the feature terms (unigrams, or n-grams joined by one space), in order.
+        metadata: free-form training information saved with the artifact (parameters,
+            data sizes, held-out metrics).
+
+    Example:
+        >>> clf = TfidfClassifier.fit(  # doctest: +SKIP
+        ...     ["integrate x squared", "derivative of sin x", "who wrote hamlet",
+        ...      "the poetry of keats"],
+        ...     ["stem", "stem", "humanities", "humanities"],
+        ... )
+        >>> clf.predict(["the integral of cos x"])  # doctest: +SKIP
+        ['stem']
+        >>> clf.save_pretrained("my-router")  # doctest: +SKIP
+    """
+
+    kind: ClassVar[str] = "tfidf-logreg"
+
+    def __init__(
+        self,
+        *,
+        labels: Sequence[str],
+        vocabulary: Sequence[str],
+        idf: npt.ArrayLike,
+        coef: npt.ArrayLike,
+        intercept: npt.ArrayLike,
+        ngram_range: tuple[int, int] = (1, 2),
+        lowercase: bool = True,
+        token_pattern: str = DEFAULT_TOKEN_PATTERN,
+        sublinear_tf: bool = False,
+        norm: Norm = "l2",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Assemble a classifier from exported weights (see :meth:`fit` to train one).
+
+        Args:
+            labels: route labels, in the row order of ``coef``.
+            vocabulary: the feature terms, in the column order of ``coef``.
+            idf: inverse document frequencies, shape ``(n_features,)`` (ones for plain tf).
+            coef: logistic-regression weights, shape ``(n_labels, n_features)``.
+            intercept: biases, shape ``(n_labels,)``.
+            ngram_range: smallest and largest word n-gram the tokenizer emits.
+            lowercase: lower-case texts before tokenizing.
+            token_pattern: the regex whose matches are the tokens (at most one group).
+            sublinear_tf: use ``1 + log(count)`` instead of the raw count.
+            norm: normalise each feature row to unit ``"l2"`` or ``"l1"`` norm, or not.
+            metadata: JSON-serialisable training information kept with the artifact.
+
+        Raises:
+            ArtifactError: the pieces do not fit together (shapes, duplicates, settings).
+        """
+        self.labels = [str(label) for label in labels]
+        self.vocabulary = list(vocabulary)
+        self.lowercase = bool(lowercase)
+        self.token_pattern = token_pattern
+        self.ngram_range = (int(ngram_range[0]), int(ngram_range[1]))
+        self.sublinear_tf = bool(sublinear_tf)
+        self.norm: Norm = norm
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.idf = np.asarray(idf, dtype=np.float64)
+        self.coef = np.asarray(coef, dtype=np.float64)
+        self.intercept = np.asarray(intercept, dtype=np.float64)
+        _check_settings(self.token_pattern, self.ngram_range, self.norm)
+        self._pattern = re.compile(self.token_pattern)
+        _check_weights(self.labels, self.vocabulary, self.idf, self.coef, self.intercept)
+        self._index = {term: i for i, term in enumerate(self.vocabulary)}
+        # Row-gathers of (n_features, n_labels) touch one contiguous row per present term.
+        self._weights = np.ascontiguousarray(self.coef.T)
+
+    def __repr__(self) -> str:
+        return (
+            f"TfidfClassifier(labels={self.labels}, n_features={len(self.vocabulary)}, "
+            f"ngram_range={self.ngram_range}, sublinear_tf={self.sublinear_tf}, "
+            f"norm={self.norm!r})"
+        )
+
+    # ------------------------------------------------------------------ inference
+
+    def analyze(self, text: str) -> list[str]:
+        """Split a text into the terms the model counts, as scikit-learn's word analyzer does.
+
+        Example:
+            >>> clf.analyze("Hello, big World")  # doctest: +SKIP
+            ['hello', 'big', 'world', 'hello big', 'big world']
+        """
+        if self.lowercase:
+            text = text.lower()
+        tokens: list[str] = self._pattern.findall(text)
+        low, high = self.ngram_range
+        terms = list(tokens) if low == 1 else []
+        if low <= 2 <= high:
+            terms += [f"{a} {b}" for a, b in pairwise(tokens)]
+        for n in range(max(low, 3), min(high, len(tokens)) + 1):
+            terms += [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+        return terms
+
+    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Return label probabilities, shape ``(len(texts), len(labels))``, rows summing to 1.
+
+        Raises:
+            InputError: ``texts`` is a single string, or holds something that is not one.
+        """
+        if isinstance(texts, str):
+            raise InputError("predict_proba takes a sequence of texts; wrap one text in a list")
+        rows, cols, counts = self._count_terms(texts)
+        n = len(texts)
+        tf = np.asarray(counts, dtype=np.float64)
+        if self.sublinear_tf:
+            tf = np.log(tf) + 1.0
+        col = np.asarray(cols, dtype=np.intp)
+        row = np.asarray(rows, dtype=np.intp)
+        values = tf * self.idf[col]
+        if self.norm is not None:
+            mass = values * values if self.norm == "l2" else np.abs(values)
+            norms = np.bincount(row, weights=mass, minlength=n)
+            if self.norm == "l2":
+                norms = np.sqrt(norms)
+            norms[norms == 0.0] = 1.0
+            values /= norms[row]
+        contributions = self._weights[col] * values[:, None]
+        scores = np.empty((n, len(self.labels)), dtype=np.float64)
+        for k in range(len(self.labels)):
+            scores[:, k] = np.bincount(row, weights=contributions[:, k], minlength=n)
+        scores += self.intercept
+        scores -= scores.max(axis=1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=1, keepdims=True)
+        return scores
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        """Return the most probable label for each text."""
+        proba = self.predict_proba(texts)
+        return [self.labels[i] for i in proba.argmax(axis=1)]
+
+    def _count_terms(self, texts: Iterable[str]) -> tuple[list[int], list[int], list[int]]:
+        index = self._index
+        rows: list[int] = []
+        cols: list[int] = []
+        counts: list[int] = []
+        for r, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"text {r} is a {type(text).__name__}, not a str")
+            for term, count in Counter(self.analyze(text)).items():
+                j = index.get(term)
+                if j is not None:
+                    rows.append(r)
+                    cols.append(j)
+                    counts.append(count)
+        return rows, cols, counts
+
+    # ------------------------------------------------------------------ training
+
+    @classmethod
+    def fit(
+        cls,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        max_features: int | None = 50_000,
+        C: float = 10.0,
+        ngram_range: tuple[int, int] = (1, 2),
+        min_df: int | float = 1,
+        max_df: int | float = 1.0,
+        sublinear_tf: bool = True,
+        lowercase: bool = True,
+        token_pattern: str = DEFAULT_TOKEN_PATTERN,
+        norm: Norm = "l2",
+        class_weight: Literal["balanced"] | Mapping[str, float] | None = None,
+        max_iter: int = 2000,
+        label_order: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TfidfClassifier:
+        """Train with scikit-learn's ``TfidfVectorizer`` + ``LogisticRegression`` and export.
+
+        Args:
+            texts: training texts.
+            labels: one label per text.
+            max_features: keep the most frequent terms only (``None``: all).
+            C: inverse L2 regularisation strength of the logistic regression.
+            ngram_range: word n-gram sizes, e.g. ``(1, 2)`` for unigrams and bigrams.
+            min_df: drop terms in fewer documents than this (count, or share if a float).
+            max_df: drop terms in more documents than this (count, or share if a float).
+            sublinear_tf: use ``1 + log(count)`` as the term frequency.
+            lowercase: lower-case texts before tokenizing.
+            token_pattern: regex for tokens (at most one capture group).
+            norm: row normalisation, ``"l2"``, ``"l1"`` or ``None``.
+            class_weight: passed to ``LogisticRegression`` (``"balanced"`` for skewed labels).
+            max_iter: lbfgs iterations.
+            label_order: the label (column) order of the result; default sorted.
+            metadata: extra information to save with the artifact, merged into the
+                training metadata this method records.
+
+        Raises:
+            ImportError: scikit-learn is not installed.
+            ValueError: ``texts`` and ``labels`` differ in length, or fewer than two labels.
+        """
+        try:
+            import sklearn
+            from sklearn.feature_extraction.text import TfidfVectorizer
+            from sklearn.linear_model import LogisticRegression
+        except ImportError as exc:
+            raise ImportError(
+                "TfidfClassifier.fit needs scikit-learn; install it with "
+                "`pip install 'langchain-herd[train]'` (inference does not need it)"
+            ) from exc
+        if isinstance(texts, str) or len(texts) != len(labels):
+            raise ValueError(
+                f"fit needs one label per text, got {len(texts)} texts and {len(labels)} labels"
+            )
+        if len(set(labels)) < 2:
+            raise ValueError("fit needs at least two distinct labels")
+        vectorizer = TfidfVectorizer(
+            lowercase=lowercase,
+            token_pattern=token_pattern,
+            ngram_range=ngram_range,
+            max_features=max_features,
+            min_df=min_df,
+            max_df=max_df,
+            sublinear_tf=sublinear_tf,
+            norm=norm,
+            dtype=np.float64,
+        )
+        features = vectorizer.fit_transform(list(texts))
+        model = LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight)
+        targets = np.asarray([str(label) for label in labels], dtype=object)
+        model.fit(features, targets)
+        train_accuracy = float((model.predict(features) == targets).mean())
+        info: dict[str, Any] = {
+            "trainer": "TfidfClassifier.fit",
+            "sklearn_version": sklearn.__version__,
+            "n_train": len(texts),
+            "params": {
+                "max_features": max_features,
+                "C": C,
+                "ngram_range": list(ngram_range),
+                "min_df": min_df,
+                "max_df": max_df,
+                "sublinear_tf": sublinear_tf,
+                "norm": norm,
+                "class_weight": class_weight
+                if class_weight is None or isinstance(class_weight, str)
+                else dict(class_weight),
+                "max_iter": max_iter,
+            },
+            "train_accuracy": train_accuracy,
+            "converged": bool(np.all(np.asarray(model.n_iter_) < max_iter)),
+        }
+        info.update(metadata or {})
+        return cls.from_sklearn(vectorizer, model, label_order=label_order, metadata=info)
+
+    @classmethod
+    def from_sklearn(
+        cls,
+        vectorizer: Any,
+        model: Any,
+        *,
+        label_order: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TfidfClassifier:
+        """Export a fitted ``TfidfVectorizer`` and ``LogisticRegression`` to the numpy form.
+
+        Only settings the numpy analyzer reproduces exactly are accepted: the word
+        analyzer with a token pattern, optional lower-casing, no custom preprocessor,
+        tokenizer, stop words or accent stripping, and a multinomial (softmax) model or
+        a binary one.
+
+        Args:
+            vectorizer: a fitted ``sklearn.feature_extraction.text.TfidfVectorizer``.
+            model: a fitted ``sklearn.linear_model.LogisticRegression`` on its output.
+            label_order: the label (column) order of the result; default ``model.classes_``.
+            metadata: saved with the artifact.
+
+        Raises:
+            ValueError: a setting cannot be reproduced, or the two do not fit together.
+        """
+        unsupported = {
+            "analyzer": (vectorizer.analyzer, "word"),
+            "input": (vectorizer.input, "content"),
+            "preprocessor": (vectorizer.preprocessor, None),
+            "tokenizer": (vectorizer.tokenizer, None),
+            "stop_words": (vectorizer.stop_words, None),
+            "strip_accents": (vectorizer.strip_accents, None),
+            "binary": (vectorizer.binary, False),
+        }
+        for name, (value, wanted) in unsupported.items():
+            if value != wanted:
+                raise ValueError(
+                    f"TfidfVectorizer({name}={value!r}) cannot be reproduced at inference; "
+                    f"use {name}={wanted!r}"
+                )
+        classes = [str(c) for c in model.classes_]
+        coef = np.asarray(model.coef_, dtype=np.float64)
+        intercept = np.asarray(model.intercept_, dtype=np.float64).reshape(-1)
+        if len(classes) == 2 and coef.shape[0] == 1:
+            # predict_proba is sigmoid(z) for the second class; softmax([-z/2, z/2]) is equal.
+            coef = np.vstack([-coef / 2.0, coef / 2.0])
+            intercept = np.concatenate([-intercept / 2.0, intercept / 2.0])
+        elif len(classes) > 2 and (
+            getattr(model, "multi_class", "auto") == "ovr"
+            or getattr(model, "solver", "lbfgs") == "liblinear"
+        ):
+            raise ValueError(
+                "one-vs-rest logistic regression is not supported; fit a multinomial model "
+                "(the default lbfgs solver)"
+            )
+        if label_order is not None:
+            if sorted(map(str, label_order)) != sorted(classes):
+                raise ValueError(
+                    f"label_order {list(label_order)} is not a permutation of the model's "
+                    f"classes {classes}"
+                )
+            order = [classes.index(str(label)) for label in label_order]
+            classes = [classes[i] for i in order]
+            coef = coef[order]
+            intercept = intercept[order]
+        vocab = vectorizer.vocabulary_
+        terms = [""] * len(vocab)
+        for term, j in vocab.items():
+            terms[j] = term
+        idf = vectorizer.idf_ if vectorizer.use_idf else np.ones(len(terms))
+        return cls(
+            labels=classes,
+            vocabulary=terms,
+            idf=idf,
+            coef=coef,
+            intercept=intercept,
+            ngram_range=tuple(vectorizer.ngram_range),
+            lowercase=vectorizer.lowercase,
+            token_pattern=vectorizer.token_pattern,
+            sublinear_tf=vectorizer.sublinear_tf,
+            norm=vectorizer.norm,
+            metadata=metadata,
+        )
+
+    # ------------------------------------------------------------------ persistence
+
+    def save_pretrained(
+        self, path: str | Path, *, dtype: Literal["float32", "float64"] = "float64"
+    ) -> None:
+        """Write ``config.json``, ``vocab.json`` and ``model.safetensors`` into ``path``.
+
+        Args:
+            path: the directory (created if missing; files of the same names are replaced).
+            dtype: precision of the stored weights; ``"float32"`` halves the file, and
+                shifts probabilities by about 1e-7. Scoring always runs in float64.
+        """
+        from safetensors.numpy import save_file
+
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "kind": self.kind,
+            "format_version": FORMAT_VERSION,
+            "labels": self.labels,
+            "n_features": len(self.vocabulary),
+            "tokenizer": {
+                "lowercase": self.lowercase,
+                "token_pattern": self.token_pattern,
+                "ngram_range": list(self.ngram_range),
+            },
+            "tfidf": {"sublinear_tf": self.sublinear_tf, "norm": self.norm},
+            "weights_dtype": dtype,
+            "langchain_herd_version": __version__,
+            "metadata": self.metadata,
+        }
+        tensors = {
+            "idf": self.idf.astype(dtype),
+            "coef": self.coef.astype(dtype),
+            "intercept": self.intercept.astype(dtype),
+        }
+        save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"kind": self.kind})
+        (directory / VOCAB_FILE).write_text(
+            json.dumps(self.vocabulary, ensure_ascii=False), encoding="utf-8"
+        )
+        (directory / CONFIG_FILE).write_text(
+            json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+
+    @classmethod
+    def _load(cls, path: Path, config: dict[str, Any]) -> TfidfClassifier:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        where = path / CONFIG_FILE
+        version = config.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{where}: format_version {version!r} is not {FORMAT_VERSION}; "
+                "was it saved by a different langchain-herd?"
+            )
+        try:
+            tokenizer = config["tokenizer"]
+            tfidf = config["tfidf"]
+            settings = {
+                "lowercase": _typed(tokenizer["lowercase"], bool, "tokenizer.lowercase"),
+                "token_pattern": _typed(tokenizer["token_pattern"], str, "tokenizer.token_pattern"),
+                "ngram_range": tuple(tokenizer["ngram_range"]),
+                "sublinear_tf": _typed(tfidf["sublinear_tf"], bool, "tfidf.sublinear_tf"),
+                "norm": tfidf["norm"],
+            }
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(
+                f"{where}: missing or malformed tokenizer/tfidf setting ({exc})"
+            ) from exc
+        if len(settings["ngram_range"]) != 2:
+            raise ArtifactError(f"{where}: tokenizer.ngram_range must be two integers")
+        vocab_path = path / VOCAB_FILE
+        weights_path = path / WEIGHTS_FILE
+        for required in (vocab_path, weights_path):
+            if not required.is_file():
+                raise ArtifactError(
+                    f"{path}: {required.name} is missing; a {cls.kind} artifact holds "
+                    f"{CONFIG_FILE}, {VOCAB_FILE} and {WEIGHTS_FILE}"
+                )
+        try:
+            vocabulary = json.loads(vocab_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{vocab_path}: not valid JSON ({exc})") from exc
+        if not isinstance(vocabulary, list) or not all(isinstance(t, str) for t in vocabulary):
+            raise ArtifactError(f"{vocab_path}: expected a JSON list of term strings")
+        try:
+            tensors = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ArtifactError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
+        missing = {"idf", "coef", "intercept"} - set(tensors)
+        if missing:
+            raise ArtifactError(f"{weights_path}: missing tensor(s) {', '.join(sorted(missing))}")
+        n_features = config.get("n_features", len(vocabulary))
+        if n_features != len(vocabulary):
+            raise ArtifactError(
+                f"{path}: config.json says n_features={n_features} but {VOCAB_FILE} holds "
+                f"{len(vocabulary)} terms; the files come from different models"
+            )
+        try:
+            return cls(
+                labels=config["labels"],
+                vocabulary=vocabulary,
+                idf=tensors["idf"],
+                coef=tensors["coef"],
+                intercept=tensors["intercept"],
+                metadata=config.get("metadata") or {},
+                **settings,
+            )
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}") from exc
+
+
+def _typed(value: Any, kind: type, name: str) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} should be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _check_settings(token_pattern: str, ngram_range: tuple[int, int], norm: Any) -> None:
+    try:
+        groups = re.compile(token_pattern).groups
+    except (re.error, TypeError) as exc:
+        raise ArtifactError(
+            f"token_pattern {token_pattern!r} is not a valid regex ({exc})"
+        ) from exc
+    if groups > 1:
+        raise ArtifactError(
+            f"token_pattern {token_pattern!r} has {groups} capture groups; at most one is allowed"
+        )
+    low, high = ngram_range
+    if not 1 <= low <= high:
+        raise ArtifactError(f"ngram_range {ngram_range} must satisfy 1 <= min <= max")
+    if norm not in _NORMS:
+        raise ArtifactError(f"norm {norm!r} is not one of 'l1', 'l2' or None")
+
+
+def _check_weights(
+    labels: list[str],
+    vocabulary: list[str],
+    idf: np.ndarray,
+    coef: np.ndarray,
+    intercept: np.ndarray,
+) -> None:
+    n_labels, n_features = len(labels), len(vocabulary)
+    if n_labels < 2 or len(set(labels)) != n_labels:
+        raise ArtifactError(f"labels must be at least two distinct names, got {labels}")
+    if len(set(vocabulary)) != n_features:
+        raise ArtifactError("the vocabulary repeats a term; each feature needs a distinct term")
+    expected = {
+        "idf": (idf, (n_features,)),
+        "coef": (coef, (n_labels, n_features)),
+        "intercept": (intercept, (n_labels,)),
+    }
+    for name, (array, shape) in expected.items():
+        if array.shape != shape:
+            raise ArtifactError(
+                f"{name} has shape {array.shape}, expected {shape} for {n_labels} labels and "
+                f"{n_features} vocabulary terms; the weights and vocabulary do not match"
+            )
+        if not np.all(np.isfinite(array)):
+            raise ArtifactError(f"{name} holds NaN or infinite values")

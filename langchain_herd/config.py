@@ -1,0 +1,376 @@
+"""Herd configuration: the experts, the router, fallback and auth, loaded from YAML.
+
+Every model forbids unknown keys so a typo fails loudly at load time instead of being
+silently ignored in production. ``load_config`` turns pydantic's errors into one
+``ConfigError`` that names the file, the key and what is allowed.
+
+Example:
+    .. code-block:: python
+
+        from langchain_herd.config import load_config
+
+        herd = load_config("tgi_configs/local.yaml")
+        print([expert.name for expert in herd.experts])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from langchain_herd.errors import ConfigError
+
+Protocol = Literal["tgi", "openai"]
+FailureKind = Literal[
+    "connection",
+    "timeout",
+    "server_error",
+    "rate_limited",
+    "generation_error",
+    "invalid_input",
+    "empty_answer",
+    "stream_broken",
+    "client_error",
+]
+#: Failures that move on to the next expert unless the config says otherwise. A plain 4xx
+#: (bad auth, wrong URL) is a configuration fault that another expert will not mend.
+DEFAULT_FALLBACK_ON: tuple[FailureKind, ...] = (
+    "connection",
+    "timeout",
+    "server_error",
+    "rate_limited",
+    "generation_error",
+    "invalid_input",
+    "empty_answer",
+    "stream_broken",
+)
+PromptFormat = Literal["chatml", "llama3", "mistral", "plain"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerationParams(_Strict):
+    """Decoding parameters sent with every request to one expert.
+
+    The defaults decode greedily, so the same question gets the same answer (TGI samples
+    whenever a temperature is sent, so greedy means sending none).
+    """
+
+    max_new_tokens: int = Field(default=256, ge=1)
+    """Upper bound on generated tokens."""
+    temperature: float | None = Field(default=None, gt=0)
+    """Sampling temperature; None decodes greedily."""
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    """Nucleus sampling mass; None disables it."""
+    top_k: int | None = Field(default=None, ge=1)
+    """Top-k sampling; None disables it (TGI generate route only)."""
+    repetition_penalty: float | None = Field(default=None, gt=0)
+    """Repetition penalty (TGI generate route only)."""
+    seed: int | None = None
+    """Sampling seed, for repeatable sampled output."""
+    stop: list[str] = Field(default_factory=list)
+    """Stop sequences."""
+
+
+class ExpertConfig(_Strict):
+    """One expert endpoint of the herd."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Unique name; used in decisions, traces (tag ``expert:<name>``) and route maps."""
+    url: str
+    """Server root, e.g. ``http://tgi-stem:8080`` (not ``/generate`` nor ``/v1``)."""
+    protocol: Protocol = "openai"
+    """``tgi``: TGI's native generate API; ``openai``: ``/v1/chat/completions``."""
+    model_id: str = "tgi"
+    """The model the endpoint serves (informational, and sent as ``model`` where needed)."""
+    adapter_id: str | None = None
+    """TGI multi-LoRA adapter to use on this endpoint (several experts on one base model)."""
+    openai_model: str | None = None
+    """``model`` value for the OpenAI route. Default: ``adapter_id`` if set, else ``tgi``
+    (TGI reads it as an adapter id). vLLM and SGLang need their served model name here."""
+    prompt_format: PromptFormat = "chatml"
+    """How messages become one prompt on the ``tgi`` route (the server applies the chat
+    template itself on the ``openai`` route)."""
+    system_prompt: str | None = None
+    """Prepended as a system message to every request this expert gets."""
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+    """Decoding parameters."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Per-request deadline in seconds (async calls enforce it for the whole request)."""
+    max_input_tokens: int | None = Field(default=None, ge=1)
+    """The endpoint's input limit, for the local server and for operators' reference."""
+    cost: float = Field(default=1.0, ge=0)
+    """Relative cost of a call (e.g. active parameters in billions)."""
+    description: str = ""
+    """What this expert is good at, for humans and reports."""
+    routes: list[str] = Field(default_factory=list)
+    """Route labels this expert serves (e.g. ``stem``); the classifier scores these labels."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        stripped = value.rstrip("/")
+        for suffix in ("/generate", "/generate_stream", "/v1/chat/completions", "/v1"):
+            if stripped.endswith(suffix):
+                raise ValueError(
+                    f"give the server root, without {suffix!r} (the client adds the route)"
+                )
+        return stripped
+
+    @property
+    def chat_model_name(self) -> str:
+        """The ``model`` field sent on the OpenAI route."""
+        return self.openai_model or self.adapter_id or "tgi"
+
+
+class ClassifierRef(_Strict):
+    """Which classifier artifact the router loads."""
+
+    path: str = "bundled:mmlu-group-tfidf"
+    """A directory made by ``save_pretrained``, or ``bundled:<name>`` for one shipped with
+    the package. Relative paths resolve against the config file's folder."""
+
+
+class PolicyConfig(_Strict):
+    """Which decision policy turns classifier scores into a ranking of experts."""
+
+    name: Literal["argmax", "margin"] = "argmax"
+    """``argmax``: best score first. ``margin``: keep the default expert unless another beats
+    it by ``margin``."""
+    margin: float = Field(default=0.1, ge=0, le=1)
+    """For ``margin``: how much another route's score must exceed the default's."""
+
+
+class RouterConfig(_Strict):
+    """The classifier and the policy."""
+
+    classifier: ClassifierRef = Field(default_factory=ClassifierRef)
+    """The classifier artifact."""
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    """The decision policy."""
+    query: Literal["last_user", "all_user"] = "all_user"
+    """Which messages are classified: only the last user turn, or every user turn (so a
+    terse follow-up stays with the expert of the conversation's topic)."""
+
+
+class BreakerConfig(_Strict):
+    """Per-expert circuit breaker."""
+
+    failure_threshold: int = Field(default=3, ge=1)
+    """Consecutive failures that open the breaker."""
+    cooldown_s: float = Field(default=30.0, ge=0)
+    """How long an open breaker skips its expert before one probe request is let through."""
+
+
+class FallbackConfig(_Strict):
+    """What happens when an expert fails."""
+
+    default_expert: str | None = None
+    """Expert used when no route label matches, and the anchor of the ``margin`` policy.
+    Defaults to the first expert."""
+    max_attempts: int = Field(default=3, ge=1)
+    """Most experts tried for one request."""
+    on: list[FailureKind] = Field(default_factory=lambda: list(DEFAULT_FALLBACK_ON))
+    """Failure kinds that move on to the next expert; others raise at once."""
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    """Circuit breaker settings."""
+
+
+class AuthConfig(_Strict):
+    """A bearer token for some experts, read from the environment.
+
+    The token is sent only to the experts named in ``experts``; every other endpoint gets
+    no ``Authorization`` header at all (not even an ``HF_TOKEN`` from the environment).
+    """
+
+    token_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Name of the environment variable that holds the token."""
+    experts: list[str] = Field(min_length=1)
+    """Experts the token is sent to."""
+    required: bool = True
+    """Fail at load time when the variable is unset (else send no token)."""
+    _token: SecretStr | None = PrivateAttr(default=None)
+
+    @property
+    def token(self) -> SecretStr | None:
+        """The token as read at load time; never printed."""
+        return self._token
+
+    def resolve(self) -> None:
+        """Read the token from the environment."""
+        value = os.environ.get(self.token_env)
+        if value is None and self.required:
+            raise ConfigError(
+                f"auth.token_env: environment variable {self.token_env!r} is not set; export "
+                f"it, or set auth.required: false to call {self.experts} without a token"
+            )
+        self._token = SecretStr(value) if value else None
+
+
+class LocalServerConfig(_Strict):
+    """A local TGI-protocol server that ``herd up`` starts (tests and the embedded default)."""
+
+    name: str
+    """Name used in logs."""
+    model: str = "smollm2"
+    """``smollm2``, ``tiny``, a HF model folder, or a ``.gguf`` file."""
+    host: str = "127.0.0.1"
+    """Interface to bind."""
+    port: int = Field(ge=1, le=65535)
+    """Port to bind; experts reach it at ``http://host:port``."""
+    max_input_tokens: int = Field(default=1024, ge=1)
+    """Longest accepted input, as TGI's ``--max-input-tokens``."""
+    max_total_tokens: int = Field(default=2048, ge=2)
+    """Longest input plus output, as TGI's ``--max-total-tokens``."""
+    max_concurrent_requests: int = Field(default=8, ge=1)
+    """In-flight requests beyond this get HTTP 429, as in TGI."""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class HerdConfig(_Strict):
+    """A whole herd: experts, router, fallback, auth and optional local servers."""
+
+    name: str = "herd"
+    """Name of the herd, used as the router's run name."""
+    experts: list[ExpertConfig] = Field(min_length=1)
+    """The expert endpoints."""
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    """Classifier and policy."""
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    """Fallback and breaker rules."""
+    auth: list[AuthConfig] = Field(default_factory=list)
+    """Tokens and the experts they are sent to."""
+    local_servers: list[LocalServerConfig] = Field(default_factory=list)
+    """Local servers ``herd up`` starts before the herd is used."""
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> HerdConfig:
+        names = [expert.name for expert in self.experts]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"expert names must be unique; repeated: {duplicates}")
+        known = set(names)
+        default = self.fallback.default_expert
+        if default is not None and default not in known:
+            raise ValueError(
+                f"fallback.default_expert {default!r} is not an expert; choose one of {names}"
+            )
+        for index, auth in enumerate(self.auth):
+            unknown = [name for name in auth.experts if name not in known]
+            if unknown:
+                raise ValueError(f"auth[{index}].experts names unknown experts {unknown}; "
+                                 f"known: {names}")
+        claimed = [name for auth in self.auth for name in auth.experts]
+        twice = sorted({name for name in claimed if claimed.count(name) > 1})
+        if twice:
+            raise ValueError(f"experts {twice} appear in more than one auth entry")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder relative paths in the config resolve against."""
+        return self._base_dir
+
+    @property
+    def default_expert(self) -> str:
+        """The fallback anchor: configured, else the first expert."""
+        return self.fallback.default_expert or self.experts[0].name
+
+    def expert(self, name: str) -> ExpertConfig:
+        """Look an expert up by name."""
+        for expert in self.experts:
+            if expert.name == name:
+                return expert
+        raise ConfigError(f"no expert named {name!r}; known: {[e.name for e in self.experts]}")
+
+    def token_for(self, expert_name: str) -> SecretStr | None:
+        """The token configured for this expert, or None."""
+        for auth in self.auth:
+            if expert_name in auth.experts:
+                return auth.token
+        return None
+
+    def route_labels(self) -> dict[str, list[str]]:
+        """Map each route label to the experts serving it, in config order."""
+        labels: dict[str, list[str]] = {}
+        for expert in self.experts:
+            for label in expert.routes:
+                labels.setdefault(label, []).append(expert.name)
+        return labels
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = [f"{source}: invalid herd config ({error.error_count()} problem(s))"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the README's config reference)"
+        elif item["type"] == "literal_error":
+            message = f"{message}, got {item.get('input')!r}"
+        lines.append(f"  - {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, *, source: str = "<config>", base_dir: Path | None = None,
+                 resolve_secrets: bool = True) -> HerdConfig:
+    """Validate a mapping (e.g. parsed YAML) into a ``HerdConfig``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, "
+                          f"got {type(data).__name__}")
+    try:
+        config = HerdConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+    config._base_dir = base_dir or Path.cwd()
+    if resolve_secrets:
+        for auth in config.auth:
+            try:
+                auth.resolve()
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+    return config
+
+
+def load_config(path: str | Path, *, resolve_secrets: bool = True) -> HerdConfig:
+    """Load and validate a herd config from a YAML file.
+
+    Args:
+        path: the YAML file.
+        resolve_secrets: read auth tokens from the environment now (turn off to inspect a
+            config without its secrets).
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or not a valid herd config; the message
+            names the file and each offending key.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such config file (see tgi_configs/ for examples)")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML ({exc})") from None
+    return parse_config(data, source=str(file), base_dir=file.resolve().parent,
+                        resolve_secrets=resolve_secrets)

@@ -1,0 +1,72 @@
+"""The routing decision: what the classifier said, what the policy chose, what happened.
+
+A ``RouteDecision`` is filled in as the router works. It is returned by
+``HerdRouter.route``, attached to every answer as ``response_metadata["herd"]``, put in
+the router's run metadata, and carried by ``AllExpertsFailedError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Attempt(BaseModel):
+    """One call to one expert."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expert: str
+    """The expert called."""
+    ok: bool
+    """Whether it produced a usable answer."""
+    latency_ms: float
+    """Wall time of the call, including any streamed tokens up to the outcome."""
+    failure: str | None = None
+    """Failure kind (``connection``, ``timeout``, ``server_error``, ...) when not ok."""
+    error: str | None = None
+    """The error's message when not ok."""
+    status_code: int | None = None
+    """HTTP status of the failure, when there was one."""
+
+
+class RouteDecision(BaseModel):
+    """Scores, ranking and every attempt for one request.
+
+    Example:
+        .. code-block:: python
+
+            decision = router.route("What is the derivative of x**2?")
+            decision.chosen, decision.scores
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str
+    """The text the classifier scored."""
+    scores: dict[str, float]
+    """Classifier score per route label."""
+    expert_scores: dict[str, float]
+    """Score per expert (the best score among the labels it serves)."""
+    ranking: list[str]
+    """Experts in the order the policy would try them."""
+    policy: str
+    """The policy that ranked them."""
+    classify_ms: float
+    """Time the classifier took."""
+    skipped: dict[str, str] = Field(default_factory=dict)
+    """Experts passed over without a call, with why (e.g. an open breaker)."""
+    attempts: list[Attempt] = Field(default_factory=list)
+    """Every expert call in order."""
+    answered_by: str | None = None
+    """The expert whose answer was returned, once there is one."""
+
+    @property
+    def chosen(self) -> str | None:
+        """The first expert the policy picked (before any fallback)."""
+        return self.ranking[0] if self.ranking else None
+
+    def metadata(self) -> dict[str, Any]:
+        """A JSON-friendly summary for run metadata and logs."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,76 @@
+"""The package's exceptions: one root, each subclass also a matching built-in.
+
+Callers can catch ``HerdError`` for everything the library raises on purpose, or
+the built-in (``ValueError``, ``ConnectionError``, ...) they already handle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from langchain_herd.decision import Attempt, RouteDecision
+
+
+class HerdError(Exception):
+    """Root of every error langchain-herd raises on purpose."""
+
+
+class ConfigError(HerdError, ValueError):
+    """A herd configuration (YAML file or Python object) is invalid."""
+
+
+class ArtifactError(HerdError, ValueError):
+    """A saved classifier artifact is missing, malformed or does not fit the herd."""
+
+
+class InputError(HerdError, TypeError):
+    """The router was given input of a shape it cannot turn into a query."""
+
+
+class ExpertError(HerdError, RuntimeError):
+    """One expert failed to produce a usable answer (the decision trail records why)."""
+
+
+class EmptyAnswerError(ExpertError):
+    """An expert answered with HTTP 200 but no text; counted as a failure so the herd falls back."""
+
+
+class AllExpertsFailedError(HerdError, RuntimeError):
+    """Every expert the router tried failed; ``attempts`` says why for each one.
+
+    Attributes:
+        attempts: every attempt in order, each with the expert, failure kind and message.
+        decision: the full routing decision, including experts skipped by their breakers.
+    """
+
+    def __init__(self, decision: RouteDecision) -> None:
+        self.decision = decision
+        self.attempts: Sequence[Attempt] = decision.attempts
+        lines = [f"all {len(decision.attempts)} expert attempt(s) failed"]
+        for attempt in decision.attempts:
+            lines.append(f"  - {attempt.expert}: {attempt.failure} after {attempt.latency_ms:.0f} ms: "
+                         f"{attempt.error}")
+        for name, reason in decision.skipped.items():
+            lines.append(f"  - {name}: skipped ({reason})")
+        if not decision.attempts and not decision.skipped:
+            lines.append("  (no expert was eligible: check the herd's experts and routes)")
+        super().__init__("\n".join(lines))
+
+
+class StreamInterruptedError(HerdError, ConnectionError):
+    """An expert's stream broke after tokens were already sent, so no fallback was possible.
+
+    Attributes:
+        expert: the expert whose stream broke.
+        partial_text: everything streamed to the caller before the break.
+    """
+
+    def __init__(self, expert: str, partial_text: str, cause: BaseException) -> None:
+        self.expert = expert
+        self.partial_text = partial_text
+        super().__init__(
+            f"expert {expert!r} stream broke after {len(partial_text)} characters had been sent "
+            f"({type(cause).__name__}: {cause}); streamed so far: {partial_text!r}"
+        )

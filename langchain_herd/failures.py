@@ -1,0 +1,93 @@
+"""Sort an expert's exception into a failure kind, so fallback rules can name kinds.
+
+The clients raise a zoo of classes (see the TGI field notes): huggingface_hub's
+``TextGenerationError`` family for TGI error payloads on the generate routes,
+``HfHubHTTPError`` on the chat route, bare ``httpx`` transport errors for refused
+connections, timeouts and dropped streams. ``classify_failure`` maps each to one kind, or
+to None for exceptions that are not the expert's fault (bugs, bad arguments), which the
+router re-raises instead of hiding them behind a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import httpx
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    OverloadedError,
+    TextGenerationError,
+    ValidationError,
+)
+
+from langchain_herd.config import FailureKind
+from langchain_herd.errors import EmptyAnswerError
+
+#: 4xx answers that say the input does not fit this expert (too long, bad parameters for
+#: its model), so another expert may still take it.
+INVALID_INPUT_STATUSES = frozenset({400, 413, 422})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What went wrong with one call, in terms fallback rules understand."""
+
+    kind: FailureKind
+    message: str
+    status_code: int | None = None
+
+
+def _status_of(exc: BaseException) -> int | None:
+    for candidate in (exc, exc.__cause__):
+        response = getattr(candidate, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def _kind_for_status(status: int) -> FailureKind:
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    if status in INVALID_INPUT_STATUSES:
+        return "invalid_input"
+    return "client_error"
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or repr(exc)
+    # Keep decisions and error lists readable: the first line says what happened.
+    first = text.splitlines()[0]
+    return f"{type(exc).__name__}: {first}"
+
+
+def classify_failure(exc: BaseException) -> Failure | None:
+    """Return the failure kind of an expert's exception, or None if it is not one."""
+    status = _status_of(exc)
+    message = _message(exc)
+    if isinstance(exc, EmptyAnswerError):
+        return Failure("empty_answer", message, status)
+    if isinstance(exc, TextGenerationError):
+        # TGI said why in its error payload; trust the payload's type over the status.
+        if isinstance(exc, OverloadedError):
+            return Failure("rate_limited", message, status)
+        if isinstance(exc, ValidationError):
+            return Failure("invalid_input", message, status)
+        if status is not None and status >= 500:
+            return Failure("server_error", message, status)
+        return Failure("generation_error", message, status)
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)):
+        return Failure("timeout", message, status)
+    if isinstance(exc, HfHubHTTPError) or isinstance(exc, httpx.HTTPStatusError):
+        if status is None:
+            return Failure("connection", message, status)
+        return Failure(_kind_for_status(status), message, status)
+    if isinstance(exc, httpx.HTTPError):
+        # Refused, reset, or dropped mid-response: the transport failed.
+        return Failure("connection", message, status)
+    if isinstance(exc, ConnectionError):
+        return Failure("connection", message, status)
+    return None

@@ -1,0 +1,281 @@
+"""Routing logic: ranking, fallback, breakers, decisions and tracing, with fake experts."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.prompt_values import ChatPromptValue
+
+from langchain_herd import (
+    AllExpertsFailedError,
+    ConfigError,
+    Expert,
+    HerdRouter,
+    InputError,
+    MarginPolicy,
+    StreamInterruptedError,
+)
+from tests.unit.fakes import KeywordClassifier, ScriptedChat
+
+CLASSIFIER = KeywordClassifier({"stem": "integral", "humanities": "poem", "other": "tax"})
+
+
+def make_router(**models: ScriptedChat) -> HerdRouter:
+    experts = [Expert(name, model, routes=[name]) for name, model in models.items()]
+    kwargs: dict[str, Any] = {"breaker_threshold": 2, "breaker_cooldown_s": 60}
+    return HerdRouter(experts, CLASSIFIER, **kwargs)
+
+
+def refused() -> httpx.ConnectError:
+    return httpx.ConnectError("[Errno 111] Connection refused")
+
+
+def test_routes_to_best_scoring_expert() -> None:
+    router = make_router(stem=ScriptedChat(reply="S"), humanities=ScriptedChat(reply="H"),
+                         other=ScriptedChat(reply="O"))
+    answer = router.invoke("Write a poem about spring")
+    assert answer.content == "H"
+    decision = answer.response_metadata["herd"]
+    assert decision["answered_by"] == "humanities"
+    assert decision["ranking"][0] == "humanities"
+    assert decision["scores"]["humanities"] == pytest.approx(0.9)
+    assert [a["expert"] for a in decision["attempts"]] == ["humanities"]
+
+
+def test_route_does_not_call_experts() -> None:
+    stem = ScriptedChat(reply="S")
+    router = make_router(stem=stem, humanities=ScriptedChat(), other=ScriptedChat())
+    decision = router.route("compute the integral of x")
+    assert decision.chosen == "stem"
+    assert decision.attempts == []
+    assert stem.calls == 0
+
+
+def test_falls_back_on_connection_error_and_records_why() -> None:
+    stem = ScriptedChat(error=refused())
+    router = make_router(stem=stem, humanities=ScriptedChat(reply="H"), other=ScriptedChat())
+    answer, decision = router.invoke_with_decision("the integral of x^2")
+    assert answer.content == "H"
+    assert [(a.expert, a.ok, a.failure) for a in decision.attempts] == [
+        ("stem", False, "connection"), ("humanities", True, None)]
+    assert "Connection refused" in (decision.attempts[0].error or "")
+
+
+def test_empty_answer_falls_back() -> None:
+    router = make_router(stem=ScriptedChat(reply="   "), humanities=ScriptedChat(reply="H"),
+                         other=ScriptedChat())
+    _, decision = router.invoke_with_decision("integral")
+    assert decision.attempts[0].failure == "empty_answer"
+    assert decision.answered_by == "humanities"
+
+
+def test_all_fail_lists_every_expert() -> None:
+    router = make_router(stem=ScriptedChat(error=refused()),
+                         humanities=ScriptedChat(error=httpx.ReadTimeout("timed out")),
+                         other=ScriptedChat(reply=""))
+    with pytest.raises(AllExpertsFailedError) as info:
+        router.invoke("integral")
+    message = str(info.value)
+    assert "stem: connection" in message
+    assert "humanities: timeout" in message
+    assert "other: empty_answer" in message
+    assert len(info.value.attempts) == 3
+
+
+def test_non_expert_errors_are_not_hidden() -> None:
+    router = make_router(stem=ScriptedChat(error=KeyError("bug")), humanities=ScriptedChat(),
+                         other=ScriptedChat())
+    with pytest.raises(KeyError):
+        router.invoke("integral")
+
+
+def test_fallback_kinds_are_configurable() -> None:
+    experts = [Expert("stem", ScriptedChat(error=refused()), routes=["stem"]),
+               Expert("humanities", ScriptedChat(reply="H"), routes=["humanities"]),
+               Expert("other", ScriptedChat(), routes=["other"])]
+    router = HerdRouter(experts, CLASSIFIER, fallback_on=["timeout"])
+    with pytest.raises(httpx.ConnectError):
+        router.invoke("integral")
+
+
+def test_max_attempts_bounds_calls() -> None:
+    models = {n: ScriptedChat(error=refused()) for n in ("stem", "humanities", "other")}
+    experts = [Expert(n, m, routes=[n]) for n, m in models.items()]
+    router = HerdRouter(experts, CLASSIFIER, max_attempts=2)
+    with pytest.raises(AllExpertsFailedError) as info:
+        router.invoke("integral")
+    assert len(info.value.attempts) == 2
+    assert models["other"].calls + models["humanities"].calls + models["stem"].calls == 2
+
+
+def test_breaker_opens_and_skips_expert() -> None:
+    stem = ScriptedChat(error=refused())
+    router = make_router(stem=stem, humanities=ScriptedChat(reply="H"), other=ScriptedChat())
+    router.invoke("integral")
+    router.invoke("integral")
+    assert stem.calls == 2
+    _, decision = router.invoke_with_decision("integral")
+    assert stem.calls == 2, "open breaker must skip the expert"
+    assert "circuit open" in decision.skipped["stem"]
+    assert router.breakers["stem"].status().state == "open"
+
+
+def test_breaker_half_open_probe_recovers() -> None:
+    stem = ScriptedChat(error=refused())
+    router = make_router(stem=stem, humanities=ScriptedChat(reply="H"), other=ScriptedChat())
+    router.breakers["stem"].cooldown_s = 0.0
+    router.invoke("integral")
+    router.invoke("integral")
+    stem.error = None
+    stem.reply = "S"
+    answer = router.invoke("integral")  # cooldown 0: half-open, one probe goes through
+    assert answer.content == "S"
+    assert router.breakers["stem"].status().state == "closed"
+
+
+def test_margin_policy_keeps_default_unless_clearly_beaten() -> None:
+    experts = [Expert("general", ScriptedChat(reply="G"), routes=["other"]),
+               Expert("stem", ScriptedChat(reply="S"), routes=["stem"]),
+               Expert("humanities", ScriptedChat(reply="H"), routes=["humanities"])]
+    router = HerdRouter(experts, CLASSIFIER, policy=MarginPolicy(0.9))
+    assert router.invoke("integral").content == "G"
+    router = HerdRouter(experts, CLASSIFIER, policy=MarginPolicy(0.5))
+    assert router.invoke("integral").content == "S"
+
+
+def test_input_shapes_route_the_same() -> None:
+    router = make_router(stem=ScriptedChat(reply="S"), humanities=ScriptedChat(reply="H"),
+                         other=ScriptedChat(reply="O"))
+    inputs: list[Any] = [
+        "a poem",
+        [HumanMessage("a poem")],
+        [("user", "a poem")],
+        ChatPromptValue(messages=[HumanMessage("a poem")]),
+        {"input": "a poem"},
+    ]
+    assert {router.invoke(i).content for i in inputs} == {"H"}
+    with pytest.raises(InputError, match="no key 'input'"):
+        router.invoke({"question": "a poem"})
+    with pytest.raises(InputError, match="cannot route input of type int"):
+        router.invoke(42)  # type: ignore[arg-type]
+
+
+def test_follow_up_turn_keeps_topic() -> None:
+    router = make_router(stem=ScriptedChat(reply="S"), humanities=ScriptedChat(reply="H"),
+                         other=ScriptedChat(reply="O"))
+    history = [HumanMessage("compute this integral"), AIMessage("2x"), HumanMessage("why?")]
+    assert router.invoke(history).content == "S"
+
+
+def test_system_prompt_is_merged_in_front() -> None:
+    stem = ScriptedChat(reply="S")
+    router = HerdRouter([Expert("stem", stem, routes=["stem"], system_prompt="You do math."),
+                         Expert("humanities", ScriptedChat(), routes=["humanities"]),
+                         Expert("other", ScriptedChat(), routes=["other"])], CLASSIFIER)
+    router.invoke([SystemMessage("Be brief."), HumanMessage("integral")])
+    sent = stem.seen[-1]
+    assert isinstance(sent[0], SystemMessage)
+    assert sent[0].text == "You do math.\n\nBe brief."
+    assert len(sent) == 2
+
+
+def test_unserved_classifier_label_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"labels \['other'\] are served by no expert"):
+        HerdRouter([Expert("stem", ScriptedChat(), routes=["stem"]),
+                    Expert("humanities", ScriptedChat(), routes=["humanities"])], CLASSIFIER)
+
+
+class RunRecorder(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.chains: list[dict[str, Any]] = []
+        self.models: list[dict[str, Any]] = []
+        self.events: list[tuple[str, Any]] = []
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID,
+                       tags: list[str] | None = None, metadata: dict[str, Any] | None = None,
+                       **kwargs: Any) -> None:
+        self.chains.append({"run_id": run_id, "name": kwargs.get("name"), "metadata": metadata})
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID,
+                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                            **kwargs: Any) -> None:
+        self.models.append({"parent": parent_run_id, "tags": tags})
+
+
+def test_trace_has_router_run_with_decision_and_tagged_expert_child() -> None:
+    router = make_router(stem=ScriptedChat(error=refused()), humanities=ScriptedChat(reply="H"),
+                         other=ScriptedChat())
+    recorder = RunRecorder()
+    router.invoke("integral", {"callbacks": [recorder]})
+    assert recorder.chains[0]["name"] == "herd"
+    metadata = recorder.chains[0]["metadata"]
+    assert metadata["herd_chosen"] == "stem"
+    assert metadata["herd_ranking"][0] == "stem"
+    router_run = recorder.chains[0]["run_id"]
+    assert [m["parent"] for m in recorder.models] == [router_run, router_run]
+    assert "expert:stem" in recorder.models[0]["tags"]
+    assert "expert:humanities" in recorder.models[1]["tags"]
+
+
+def test_stream_falls_back_before_first_token() -> None:
+    router = make_router(stem=ScriptedChat(error=refused()),
+                         humanities=ScriptedChat(reply="to be or not"), other=ScriptedChat())
+    chunks = list(router.stream("integral"))
+    text = "".join(c.text for c in chunks)
+    assert text == "to be or not"
+    assert chunks[-1].response_metadata["herd"]["answered_by"] == "humanities"
+
+
+def test_stream_error_after_first_token_says_what_was_sent() -> None:
+    broken = ScriptedChat(reply="one two three", error=httpx.RemoteProtocolError("dropped"),
+                          fail_after=2)
+    router = make_router(stem=broken, humanities=ScriptedChat(reply="H"), other=ScriptedChat())
+    seen: list[str] = []
+    with pytest.raises(StreamInterruptedError) as info:
+        for chunk in router.stream("integral"):
+            seen.append(chunk.text)
+    assert "".join(seen) == "one two"
+    assert info.value.partial_text == "one two"
+    assert "one two" in str(info.value)
+
+
+async def test_astream_and_ainvoke_agree_with_sync() -> None:
+    router = make_router(stem=ScriptedChat(error=refused()),
+                         humanities=ScriptedChat(reply="to be or not"), other=ScriptedChat())
+    sync_answer = router.invoke("integral")
+    async_answer = await router.ainvoke("integral")
+    streamed = "".join([c.text async for c in router.astream("integral")])
+    assert sync_answer.content == async_answer.content == streamed == "to be or not"
+
+
+async def test_astream_events_show_routing() -> None:
+    router = make_router(stem=ScriptedChat(reply="a b c"), humanities=ScriptedChat(),
+                         other=ScriptedChat())
+    events = [e async for e in router.astream_events("integral", version="v2")]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "on_chain_start"
+    assert "on_chat_model_stream" in kinds
+    model_start = next(e for e in events if e["event"] == "on_chat_model_start")
+    assert "expert:stem" in model_start["tags"]
+    end = events[-1]
+    assert end["event"] == "on_chain_end"
+    assert end["data"]["output"].response_metadata["herd"]["answered_by"] == "stem"
+
+
+def test_batch_and_lcel() -> None:
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    router = make_router(stem=ScriptedChat(reply="S"), humanities=ScriptedChat(reply="H"),
+                         other=ScriptedChat(reply="O"))
+    assert [m.content for m in router.batch(["integral", "poem", "tax"],
+                                            {"max_concurrency": 2})] == ["S", "H", "O"]
+    chain = ChatPromptTemplate.from_messages([("user", "Tell me a {kind}")]) | router \
+        | StrOutputParser()
+    assert chain.invoke({"kind": "poem"}) == "H"
+    assert "".join(chain.stream({"kind": "poem"})) == "H"
