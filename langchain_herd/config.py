@@ -187,8 +187,9 @@ class FallbackConfig(_Strict):
     Defaults to the first expert."""
     max_attempts: int = Field(default=3, ge=1)
     """Most experts tried for one request."""
-    on: list[FailureKind] = Field(default_factory=lambda: list(DEFAULT_FALLBACK_ON))
-    """Failure kinds that move on to the next expert; others raise at once."""
+    on_failures: list[FailureKind] = Field(default_factory=lambda: list(DEFAULT_FALLBACK_ON))
+    """Failure kinds that move on to the next expert; others raise at once. (Not ``on``:
+    YAML reads a bare ``on`` key as the boolean true.)"""
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     """Circuit breaker settings."""
 

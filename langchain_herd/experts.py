@@ -190,7 +190,8 @@ def build_chat_model(config: ExpertConfig, token: SecretStr | None = None) -> Ba
     return ChatHuggingFace(
         llm=llm,
         max_tokens=gen.max_new_tokens,
-        temperature=gen.temperature,
+        # On the chat route TGI samples unless temperature is exactly 0 (vLLM: 0 is greedy).
+        temperature=gen.temperature if gen.temperature is not None else 0.0,
         top_p=gen.top_p,
         seed=gen.seed,
         stop=list(gen.stop) or None,

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import httpx
 from huggingface_hub.errors import (
+    GenerationError,
     HfHubHTTPError,
+    IncompleteGenerationError,
     OverloadedError,
     TextGenerationError,
     ValidationError,
@@ -76,9 +78,11 @@ def classify_failure(exc: BaseException) -> Failure | None:
             return Failure("rate_limited", message, status)
         if isinstance(exc, ValidationError):
             return Failure("invalid_input", message, status)
-        if status is not None and status >= 500:
-            return Failure("server_error", message, status)
-        return Failure("generation_error", message, status)
+        if status is not None and status < 500:
+            return Failure(_kind_for_status(status), message, status)
+        if isinstance(exc, (GenerationError, IncompleteGenerationError)):
+            return Failure("generation_error", message, status)
+        return Failure("server_error", message, status)
     if isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)):
         return Failure("timeout", message, status)
     if isinstance(exc, HfHubHTTPError) or isinstance(exc, httpx.HTTPStatusError):

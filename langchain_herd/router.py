@@ -199,7 +199,7 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
             policy=policy or policy_from_config(herd.router.policy),
             default_expert=herd.default_expert,
             max_attempts=herd.fallback.max_attempts,
-            fallback_on=herd.fallback.on,
+            fallback_on=herd.fallback.on_failures,
             breaker_threshold=herd.fallback.breaker.failure_threshold,
             breaker_cooldown_s=herd.fallback.breaker.cooldown_s,
             query_mode=herd.router.query,

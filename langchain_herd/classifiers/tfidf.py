@@ -110,9 +110,10 @@ class TfidfClassifier(SavedClassifier):
         self.sublinear_tf = bool(sublinear_tf)
         self.norm: Norm = norm
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.idf = np.asarray(idf, dtype=np.float64)
-        self.coef = np.asarray(coef, dtype=np.float64)
-        self.intercept = np.asarray(intercept, dtype=np.float64)
+        # C order matters: safetensors writes the raw buffer, and sklearn's coef_ is often F order.
+        self.idf = np.ascontiguousarray(idf, dtype=np.float64)
+        self.coef = np.ascontiguousarray(coef, dtype=np.float64)
+        self.intercept = np.ascontiguousarray(intercept, dtype=np.float64)
         _check_settings(self.token_pattern, self.ngram_range, self.norm)
         self._pattern = re.compile(self.token_pattern)
         _check_weights(self.labels, self.vocabulary, self.idf, self.coef, self.intercept)
@@ -419,9 +420,12 @@ class TfidfClassifier(SavedClassifier):
             "metadata": self.metadata,
         }
         tensors = {
-            "idf": self.idf.astype(dtype),
-            "coef": self.coef.astype(dtype),
-            "intercept": self.intercept.astype(dtype),
+            name: np.ascontiguousarray(array, dtype=dtype)
+            for name, array in (
+                ("idf", self.idf),
+                ("coef", self.coef),
+                ("intercept", self.intercept),
+            )
         }
         save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"kind": self.kind})
         (directory / VOCAB_FILE).write_text(

@@ -56,18 +56,26 @@ class ScriptedChat(BaseChatModel):
         words = self.reply.split(" ")
         return [w if i == 0 else " " + w for i, w in enumerate(words)] if self.reply else [""]
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         self.calls += 1
         self.seen.append(list(messages))
         if self.error is not None and self.fail_after is None:
             raise self.error
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.reply))])
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None,
-                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         self.calls += 1
         self.seen.append(list(messages))
         if self.error is not None and self.fail_after is None:
@@ -77,8 +85,12 @@ class ScriptedChat(BaseChatModel):
                 raise self.error
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
 
-    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
         for chunk in self._stream(messages, stop):
             yield chunk

@@ -36,8 +36,11 @@ def refused() -> httpx.ConnectError:
 
 
 def test_routes_to_best_scoring_expert() -> None:
-    router = make_router(stem=ScriptedChat(reply="S"), humanities=ScriptedChat(reply="H"),
-                         other=ScriptedChat(reply="O"))
+    router = make_router(
+        stem=ScriptedChat(reply="S"),
+        humanities=ScriptedChat(reply="H"),
+        other=ScriptedChat(reply="O"),
+    )
     answer = router.invoke("Write a poem about spring")
     assert answer.content == "H"
     decision = answer.response_metadata["herd"]
@@ -62,22 +65,27 @@ def test_falls_back_on_connection_error_and_records_why() -> None:
     answer, decision = router.invoke_with_decision("the integral of x^2")
     assert answer.content == "H"
     assert [(a.expert, a.ok, a.failure) for a in decision.attempts] == [
-        ("stem", False, "connection"), ("humanities", True, None)]
+        ("stem", False, "connection"),
+        ("humanities", True, None),
+    ]
     assert "Connection refused" in (decision.attempts[0].error or "")
 
 
 def test_empty_answer_falls_back() -> None:
-    router = make_router(stem=ScriptedChat(reply="   "), humanities=ScriptedChat(reply="H"),
-                         other=ScriptedChat())
+    router = make_router(
+        stem=ScriptedChat(reply="   "), humanities=ScriptedChat(reply="H"), other=ScriptedChat()
+    )
     _, decision = router.invoke_with_decision("integral")
     assert decision.attempts[0].failure == "empty_answer"
     assert decision.answered_by == "humanities"
 
 
 def test_all_fail_lists_every_expert() -> None:
-    router = make_router(stem=ScriptedChat(error=refused()),
-                         humanities=ScriptedChat(error=httpx.ReadTimeout("timed out")),
-                         other=ScriptedChat(reply=""))
+    router = make_router(
+        stem=ScriptedChat(error=refused()),
+        humanities=ScriptedChat(error=httpx.ReadTimeout("timed out")),
+        other=ScriptedChat(reply=""),
+    )
     with pytest.raises(AllExpertsFailedError) as info:
         router.invoke("integral")
     message = str(info.value)
@@ -88,16 +96,19 @@ def test_all_fail_lists_every_expert() -> None:
 
 
 def test_non_expert_errors_are_not_hidden() -> None:
-    router = make_router(stem=ScriptedChat(error=KeyError("bug")), humanities=ScriptedChat(),
-                         other=ScriptedChat())
+    router = make_router(
+        stem=ScriptedChat(error=KeyError("bug")), humanities=ScriptedChat(), other=ScriptedChat()
+    )
     with pytest.raises(KeyError):
         router.invoke("integral")
 
 
 def test_fallback_kinds_are_configurable() -> None:
-    experts = [Expert("stem", ScriptedChat(error=refused()), routes=["stem"]),
-               Expert("humanities", ScriptedChat(reply="H"), routes=["humanities"]),
-               Expert("other", ScriptedChat(), routes=["other"])]
+    experts = [
+        Expert("stem", ScriptedChat(error=refused()), routes=["stem"]),
+        Expert("humanities", ScriptedChat(reply="H"), routes=["humanities"]),
+        Expert("other", ScriptedChat(), routes=["other"]),
+    ]
     router = HerdRouter(experts, CLASSIFIER, fallback_on=["timeout"])
     with pytest.raises(httpx.ConnectError):
         router.invoke("integral")
@@ -139,9 +150,11 @@ def test_breaker_half_open_probe_recovers() -> None:
 
 
 def test_margin_policy_keeps_default_unless_clearly_beaten() -> None:
-    experts = [Expert("general", ScriptedChat(reply="G"), routes=["other"]),
-               Expert("stem", ScriptedChat(reply="S"), routes=["stem"]),
-               Expert("humanities", ScriptedChat(reply="H"), routes=["humanities"])]
+    experts = [
+        Expert("general", ScriptedChat(reply="G"), routes=["other"]),
+        Expert("stem", ScriptedChat(reply="S"), routes=["stem"]),
+        Expert("humanities", ScriptedChat(reply="H"), routes=["humanities"]),
+    ]
     router = HerdRouter(experts, CLASSIFIER, policy=MarginPolicy(0.9))
     assert router.invoke("integral").content == "G"
     router = HerdRouter(experts, CLASSIFIER, policy=MarginPolicy(0.5))
@@ -149,8 +162,11 @@ def test_margin_policy_keeps_default_unless_clearly_beaten() -> None:
 
 
 def test_input_shapes_route_the_same() -> None:
-    router = make_router(stem=ScriptedChat(reply="S"), humanities=ScriptedChat(reply="H"),
-                         other=ScriptedChat(reply="O"))
+    router = make_router(
+        stem=ScriptedChat(reply="S"),
+        humanities=ScriptedChat(reply="H"),
+        other=ScriptedChat(reply="O"),
+    )
     inputs: list[Any] = [
         "a poem",
         [HumanMessage("a poem")],
@@ -166,17 +182,25 @@ def test_input_shapes_route_the_same() -> None:
 
 
 def test_follow_up_turn_keeps_topic() -> None:
-    router = make_router(stem=ScriptedChat(reply="S"), humanities=ScriptedChat(reply="H"),
-                         other=ScriptedChat(reply="O"))
+    router = make_router(
+        stem=ScriptedChat(reply="S"),
+        humanities=ScriptedChat(reply="H"),
+        other=ScriptedChat(reply="O"),
+    )
     history = [HumanMessage("compute this integral"), AIMessage("2x"), HumanMessage("why?")]
     assert router.invoke(history).content == "S"
 
 
 def test_system_prompt_is_merged_in_front() -> None:
     stem = ScriptedChat(reply="S")
-    router = HerdRouter([Expert("stem", stem, routes=["stem"], system_prompt="You do math."),
-                         Expert("humanities", ScriptedChat(), routes=["humanities"]),
-                         Expert("other", ScriptedChat(), routes=["other"])], CLASSIFIER)
+    router = HerdRouter(
+        [
+            Expert("stem", stem, routes=["stem"], system_prompt="You do math."),
+            Expert("humanities", ScriptedChat(), routes=["humanities"]),
+            Expert("other", ScriptedChat(), routes=["other"]),
+        ],
+        CLASSIFIER,
+    )
     router.invoke([SystemMessage("Be brief."), HumanMessage("integral")])
     sent = stem.seen[-1]
     assert isinstance(sent[0], SystemMessage)
@@ -186,8 +210,13 @@ def test_system_prompt_is_merged_in_front() -> None:
 
 def test_unserved_classifier_label_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"labels \['other'\] are served by no expert"):
-        HerdRouter([Expert("stem", ScriptedChat(), routes=["stem"]),
-                    Expert("humanities", ScriptedChat(), routes=["humanities"])], CLASSIFIER)
+        HerdRouter(
+            [
+                Expert("stem", ScriptedChat(), routes=["stem"]),
+                Expert("humanities", ScriptedChat(), routes=["humanities"]),
+            ],
+            CLASSIFIER,
+        )
 
 
 class RunRecorder(BaseCallbackHandler):
@@ -196,20 +225,35 @@ class RunRecorder(BaseCallbackHandler):
         self.models: list[dict[str, Any]] = []
         self.events: list[tuple[str, Any]] = []
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID,
-                       tags: list[str] | None = None, metadata: dict[str, Any] | None = None,
-                       **kwargs: Any) -> None:
+    def on_chain_start(
+        self,
+        serialized: Any,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.chains.append({"run_id": run_id, "name": kwargs.get("name"), "metadata": metadata})
 
-    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID,
-                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                            **kwargs: Any) -> None:
+    def on_chat_model_start(
+        self,
+        serialized: Any,
+        messages: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.models.append({"parent": parent_run_id, "tags": tags})
 
 
 def test_trace_has_router_run_with_decision_and_tagged_expert_child() -> None:
-    router = make_router(stem=ScriptedChat(error=refused()), humanities=ScriptedChat(reply="H"),
-                         other=ScriptedChat())
+    router = make_router(
+        stem=ScriptedChat(error=refused()), humanities=ScriptedChat(reply="H"), other=ScriptedChat()
+    )
     recorder = RunRecorder()
     router.invoke("integral", {"callbacks": [recorder]})
     assert recorder.chains[0]["name"] == "herd"
@@ -223,8 +267,11 @@ def test_trace_has_router_run_with_decision_and_tagged_expert_child() -> None:
 
 
 def test_stream_falls_back_before_first_token() -> None:
-    router = make_router(stem=ScriptedChat(error=refused()),
-                         humanities=ScriptedChat(reply="to be or not"), other=ScriptedChat())
+    router = make_router(
+        stem=ScriptedChat(error=refused()),
+        humanities=ScriptedChat(reply="to be or not"),
+        other=ScriptedChat(),
+    )
     chunks = list(router.stream("integral"))
     text = "".join(c.text for c in chunks)
     assert text == "to be or not"
@@ -232,8 +279,9 @@ def test_stream_falls_back_before_first_token() -> None:
 
 
 def test_stream_error_after_first_token_says_what_was_sent() -> None:
-    broken = ScriptedChat(reply="one two three", error=httpx.RemoteProtocolError("dropped"),
-                          fail_after=2)
+    broken = ScriptedChat(
+        reply="one two three", error=httpx.RemoteProtocolError("dropped"), fail_after=2
+    )
     router = make_router(stem=broken, humanities=ScriptedChat(reply="H"), other=ScriptedChat())
     seen: list[str] = []
     with pytest.raises(StreamInterruptedError) as info:
@@ -245,8 +293,11 @@ def test_stream_error_after_first_token_says_what_was_sent() -> None:
 
 
 async def test_astream_and_ainvoke_agree_with_sync() -> None:
-    router = make_router(stem=ScriptedChat(error=refused()),
-                         humanities=ScriptedChat(reply="to be or not"), other=ScriptedChat())
+    router = make_router(
+        stem=ScriptedChat(error=refused()),
+        humanities=ScriptedChat(reply="to be or not"),
+        other=ScriptedChat(),
+    )
     sync_answer = router.invoke("integral")
     async_answer = await router.ainvoke("integral")
     streamed = "".join([c.text async for c in router.astream("integral")])
@@ -254,8 +305,9 @@ async def test_astream_and_ainvoke_agree_with_sync() -> None:
 
 
 async def test_astream_events_show_routing() -> None:
-    router = make_router(stem=ScriptedChat(reply="a b c"), humanities=ScriptedChat(),
-                         other=ScriptedChat())
+    router = make_router(
+        stem=ScriptedChat(reply="a b c"), humanities=ScriptedChat(), other=ScriptedChat()
+    )
     events = [e async for e in router.astream_events("integral", version="v2")]
     kinds = [e["event"] for e in events]
     assert kinds[0] == "on_chain_start"
@@ -271,11 +323,18 @@ def test_batch_and_lcel() -> None:
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
 
-    router = make_router(stem=ScriptedChat(reply="S"), humanities=ScriptedChat(reply="H"),
-                         other=ScriptedChat(reply="O"))
-    assert [m.content for m in router.batch(["integral", "poem", "tax"],
-                                            {"max_concurrency": 2})] == ["S", "H", "O"]
-    chain = ChatPromptTemplate.from_messages([("user", "Tell me a {kind}")]) | router \
+    router = make_router(
+        stem=ScriptedChat(reply="S"),
+        humanities=ScriptedChat(reply="H"),
+        other=ScriptedChat(reply="O"),
+    )
+    assert [
+        m.content for m in router.batch(["integral", "poem", "tax"], {"max_concurrency": 2})
+    ] == ["S", "H", "O"]
+    chain = (
+        ChatPromptTemplate.from_messages([("user", "Tell me a {kind}")])
+        | router
         | StrOutputParser()
+    )
     assert chain.invoke({"kind": "poem"}) == "H"
     assert "".join(chain.stream({"kind": "poem"})) == "H"

@@ -1,0 +1,264 @@
+"""The ``herd`` command: serve, up, route and demo.
+
+- ``herd serve``: one local TGI-protocol server (see ``python -m langchain_herd.server -h``).
+- ``herd up CONFIG``: start the config's local servers, wait for health, keep them up.
+- ``herd route CONFIG "question"``: print the decision and the answer.
+- ``herd demo``: start the embedded local herd, route a sample of MMLU questions, and print
+  a table and a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from langchain_herd.config import HerdConfig, load_config
+from langchain_herd.decision import RouteDecision
+from langchain_herd.errors import HerdError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "tgi_configs" / "local.yaml"
+
+
+def _default_config() -> str:
+    if DEFAULT_CONFIG.is_file():
+        return str(DEFAULT_CONFIG)
+    return "tgi_configs/local.yaml"
+
+
+def _waiting(name: str, waited: float) -> None:
+    # Model loads take seconds (tens of seconds the first time SmolLM2 is converted).
+    if int(waited * 2) % 20 == 0:
+        print(f"  waiting for local server {name!r} ({waited:.0f}s)...", file=sys.stderr,
+              flush=True)
+
+
+def cmd_serve(argv: list[str]) -> int:
+    from langchain_herd.server.__main__ import serve_main
+
+    return serve_main(argv)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from langchain_herd.local_servers import LocalHerd
+
+    config = load_config(args.config, resolve_secrets=False)
+    if not config.local_servers:
+        print(f"{args.config}: lists no local_servers; nothing to start", file=sys.stderr)
+        return 1
+    herd = LocalHerd(config, startup_timeout_s=args.timeout, on_wait=_waiting)
+    with herd:
+        for name, url in herd.urls.items():
+            state = "already running" if name in herd.reused else "started"
+            print(f"{name}: {url} ({state}; log {herd.log_path(name)})", flush=True)
+        print("herd is up; Ctrl-C to stop", flush=True)
+        stop = False
+
+        def on_signal(signum: int, frame: Any) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stop:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _print_decision(decision: RouteDecision) -> None:
+    scores = ", ".join(f"{label}={score:.3f}" for label, score in
+                       sorted(decision.scores.items(), key=lambda item: -item[1]))
+    print(f"scores:   {scores}")
+    print(f"ranking:  {' > '.join(decision.ranking)} (policy {decision.policy}, "
+          f"classified in {decision.classify_ms:.2f} ms)")
+    for name, reason in decision.skipped.items():
+        print(f"skipped:  {name}: {reason}")
+    for attempt in decision.attempts:
+        outcome = "ok" if attempt.ok else f"{attempt.failure}: {attempt.error}"
+        print(f"attempt:  {attempt.expert} {attempt.latency_ms:.0f} ms {outcome}")
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from langchain_herd.local_servers import LocalHerd
+    from langchain_herd.router import HerdRouter
+
+    config = load_config(args.config)
+    router = HerdRouter.from_config(config)
+    if args.decision_only:
+        _print_decision(router.route(args.question))
+        return 0
+    with LocalHerd(config, on_wait=_waiting) if config.local_servers else _nullcontext():
+        answer, decision = router.invoke_with_decision(args.question)
+    if args.json:
+        print(json.dumps({"answer": answer.text, "decision": decision.metadata()}, indent=2))
+        return 0
+    _print_decision(decision)
+    print(f"expert:   {decision.answered_by}")
+    print(f"answer:   {answer.text.strip()}")
+    return 0
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _route_groups(config: HerdConfig) -> dict[str, set[str]]:
+    return {expert.name: set(expert.routes) for expert in config.experts}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def run_demo(config_path: str, n: int, seed: int, out: Path | None) -> dict[str, Any]:
+    """Route ``n`` MMLU test questions through the local herd; return the summary."""
+    from tqdm import tqdm
+
+    from langchain_herd.local_servers import LocalHerd
+    from langchain_herd.mmlu import extract_letter, format_question, load_mmlu, sample_questions
+    from langchain_herd.router import HerdRouter
+
+    config = load_config(config_path)
+    questions = load_mmlu()
+    sample = sample_questions(questions[questions["split"] == "test"], n, seed)
+    groups_of = _route_groups(config)
+    rows: list[dict[str, Any]] = []
+    print(f"starting the local herd from {config_path} (first run converts SmolLM2, ~1 min)",
+          file=sys.stderr, flush=True)
+    with LocalHerd(config, on_wait=_waiting):
+        router = HerdRouter.from_config(config)
+        for record in tqdm(sample.to_dict("records"), desc="routing MMLU", unit="q",
+                           file=sys.stderr):
+            prompt = format_question(record["question"],
+                                     [record["A"], record["B"], record["C"], record["D"]])
+            started = time.perf_counter()
+            try:
+                answer, decision = router.invoke_with_decision(prompt)
+                text, error = answer.text.strip(), None
+            except HerdError as exc:
+                decision, text, error = router.route(prompt), "", str(exc)
+            latency = (time.perf_counter() - started) * 1000
+            letter = extract_letter(text)
+            rows.append({
+                "id": record["id"], "question": record["question"], "group": record["group"],
+                "chosen": decision.chosen, "answered_by": decision.answered_by,
+                "scores": decision.scores, "answer": text, "letter": letter,
+                "gold": record["answer"], "correct": letter == record["answer"],
+                "routed_right": record["group"] in groups_of.get(decision.chosen or "", set()),
+                "fallbacks": max(0, len(decision.attempts) - 1), "latency_ms": latency,
+                "error": error,
+            })
+    summary = _summarise(rows)
+    _print_table(rows)
+    _print_summary(summary)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2, default=str))
+        print(f"wrote {out}")
+    return summary
+
+
+def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    latencies = [row["latency_ms"] for row in rows]
+    per_expert: dict[str, int] = {}
+    for row in rows:
+        key = row["answered_by"] or "(failed)"
+        per_expert[key] = per_expert.get(key, 0) + 1
+    return {
+        "questions": len(rows),
+        "routing_accuracy": statistics.fmean(r["routed_right"] for r in rows) if rows else 0.0,
+        "answer_accuracy": statistics.fmean(r["correct"] for r in rows) if rows else 0.0,
+        "unparsed_answers": sum(r["letter"] is None for r in rows),
+        "failed_requests": sum(r["error"] is not None for r in rows),
+        "fallbacks": sum(r["fallbacks"] for r in rows),
+        "latency_ms_p50": _percentile(latencies, 0.5),
+        "latency_ms_p95": _percentile(latencies, 0.95),
+        "answered_by": per_expert,
+    }
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    header = f"{'question':<46} {'group':<15} {'expert':<15} {'top score':>9} {'answer':<14} ok"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        question = row["question"].replace("\n", " ")
+        question = question[:43] + "..." if len(question) > 46 else question
+        top = max(row["scores"].values()) if row["scores"] else float("nan")
+        answer = row["answer"].replace("\n", " ")[:14]
+        mark = "yes" if row["correct"] else "no"
+        print(f"{question:<46} {row['group']:<15} {row['answered_by'] or '-':<15} "
+              f"{top:>9.3f} {answer:<14} {mark}")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print()
+    print(f"questions:          {summary['questions']}")
+    print(f"routing accuracy:   {summary['routing_accuracy']:.3f} "
+          f"(chosen expert serves the question's MMLU group)")
+    print(f"answer accuracy:    {summary['answer_accuracy']:.3f} "
+          f"(4 choices: chance is 0.25; unparsed answers: {summary['unparsed_answers']})")
+    print(f"failed requests:    {summary['failed_requests']} (fallbacks used: "
+          f"{summary['fallbacks']})")
+    print(f"latency:            p50 {summary['latency_ms_p50']:.0f} ms, "
+          f"p95 {summary['latency_ms_p95']:.0f} ms")
+    print(f"answered by:        {summary['answered_by']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herd", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run one local TGI-protocol server (args: see --help)",
+                   add_help=False)
+    up = sub.add_parser("up", help="start a config's local servers and wait for health")
+    up.add_argument("config")
+    up.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for health")
+    route = sub.add_parser("route", help="route one question and print decision and answer")
+    route.add_argument("config")
+    route.add_argument("question")
+    route.add_argument("--json", action="store_true", help="print JSON")
+    route.add_argument("--decision-only", action="store_true",
+                       help="classify and rank without calling an expert")
+    demo = sub.add_parser("demo", help="route a sample of MMLU through the local herd")
+    demo.add_argument("--config", default=_default_config())
+    demo.add_argument("-n", "--questions", type=int, default=24)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, default=None, help="write rows and summary as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        return cmd_serve(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            return cmd_up(args)
+        if args.command == "route":
+            return cmd_route(args)
+        run_demo(args.config, args.questions, args.seed, args.out)
+        return 0
+    except HerdError as exc:
+        print(f"herd: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""The loaded model and tokenizer, and the token loop that runs one generation at a time.
+
+Generation is a manual loop over the model's forward pass with a KV cache, so each token can be
+reported with its logprob, stop sequences can be checked on the decoded text the way TGI does,
+and a stream can be cancelled between tokens. A lock serializes requests: on a small CPU machine
+parallel generation gains nothing, and one model instance is not safe to share mid-forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_herd.server.generation import (
+    Finish,
+    FinishReason,
+    GenerationEvent,
+    GenerationPlan,
+    PrefillEvent,
+    SamplingParams,
+    TokenEvent,
+    TokenInfo,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+class _IncrementalDecoder:
+    """Decodes one token at a time the way TGI does (``prefix_offset`` / ``read_offset``).
+
+    Decoding a token alone loses the leading space of SentencePiece tokens and splits multi-byte
+    characters, so each step decodes a short window ending at the new token and keeps only the
+    new suffix; a trailing replacement character means the character is not complete yet.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_ids: Sequence[int]) -> None:
+        self._tokenizer = tokenizer
+        self._ids = list(prompt_ids)
+        self._prefix_offset = max(len(self._ids) - 5, 0)
+        self._read_offset = len(self._ids)
+
+    def push(self, token_id: int) -> str:
+        """Add a token and return the text it completes (may be empty)."""
+        self._ids.append(token_id)
+        decode = self._tokenizer.decode
+        prefix_text = decode(
+            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=False
+        )
+        new_text = decode(self._ids[self._prefix_offset :], skip_special_tokens=False)
+        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self._ids)
+            return str(new_text[len(prefix_text) :])
+        return ""
+
+
+class GenerationBackend:
+    """A causal language model and its tokenizer, served one request at a time.
+
+    Args:
+        model: a transformers causal LM (``PreTrainedModel``), in eval mode.
+        tokenizer: its tokenizer; ``chat_template`` is used by the chat route.
+        model_id: the name the server reports (``/info``, ``/v1/models``, chat replies).
+        min_new_tokens: end-of-sequence is banned until this many tokens were generated (the
+            tiny random model uses 1 so greedy output is never empty).
+
+    Example:
+        >>> from langchain_herd.server import load_backend
+        >>> backend = load_backend("tiny")
+        >>> text = backend.generate_text("hello world", max_new_tokens=5)
+        >>> isinstance(text, str) and len(text) > 0
+        True
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, model_id: str, min_new_tokens: int = 0
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.min_new_tokens = min_new_tokens
+        self.eos_token_ids = self._find_eos_ids(model, tokenizer)
+        self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+
+    @staticmethod
+    def _find_eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+        ids: set[int] = set()
+        generation_config = getattr(model, "generation_config", None)
+        configured = getattr(generation_config, "eos_token_id", None)
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif configured is not None:
+            ids.update(int(i) for i in configured)
+        if tokenizer.eos_token_id is not None:
+            ids.add(int(tokenizer.eos_token_id))
+        return frozenset(ids)
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype as TGI's ``/info`` spells it (``torch.float32``)."""
+        return str(self.model.dtype)
+
+    @property
+    def device_type(self) -> str:
+        """Where the model runs (``cpu``)."""
+        return str(self.model.device.type)
+
+    @property
+    def queue_size(self) -> int:
+        """How many generations are waiting for the model."""
+        return self._waiting
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer carries a chat template."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text``."""
+        return [int(i) for i in self.tokenizer.encode(text, add_special_tokens=add_special_tokens)]
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt for ``messages`` under the tokenizer's chat template, ready for the reply.
+
+        Raises:
+            ValueError: the tokenizer has no chat template.
+            Exception: whatever the template raises (``raise_exception`` in Jinja).
+        """
+        if not self.has_chat_template:
+            raise ValueError("template not found")
+        rendered = self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+        return str(rendered)
+
+    def generate(
+        self, plan: GenerationPlan, cancel: threading.Event | None = None
+    ) -> Iterator[GenerationEvent]:
+        """Run one generation, waiting for the model first; blocks, so call it off the event loop.
+
+        Args:
+            plan: what to generate.
+            cancel: set it to stop between tokens (the consumer went away).
+
+        Yields:
+            A :class:`PrefillEvent` if asked for, then one :class:`TokenEvent` per token.
+        """
+        import torch
+
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        try:
+            with torch.inference_mode():
+                yield from self._generate_locked(plan, cancel or threading.Event())
+        finally:
+            self._lock.release()
+
+    def _generate_locked(
+        self, plan: GenerationPlan, cancel: threading.Event
+    ) -> Iterator[GenerationEvent]:
+        import torch
+
+        from langchain_herd.server.sampling import TokenChooser
+
+        all_ids = torch.tensor([list(plan.input_ids)], dtype=torch.long)
+        # All positions' logits only when the prefill logprobs are asked for.
+        out = self._forward(all_ids, None, all_positions=plan.decoder_input_details)
+        if plan.decoder_input_details:
+            yield PrefillEvent(self._prefill_tokens(all_ids, out.logits))
+        logits = out.logits[:, -1, :].float()
+        cache = out.past_key_values
+
+        chooser = TokenChooser(
+            plan.sampling,
+            top_n_tokens=plan.top_n_tokens,
+            suppressed_until=(self.eos_token_ids, self.min_new_tokens),
+        )
+        decoder = _IncrementalDecoder(self.tokenizer, plan.input_ids)
+        text_so_far = ""
+        for step in range(plan.max_new_tokens):
+            if cancel.is_set():
+                return
+            choice = chooser.choose(all_ids, logits, step)
+            all_ids = torch.cat([all_ids, torch.tensor([[choice.token_id]])], dim=1)
+            text = decoder.push(choice.token_id)
+            text_so_far += text
+            token = TokenInfo(
+                choice.token_id, text, choice.logprob, choice.token_id in self.special_token_ids
+            )
+            top = tuple(
+                TokenInfo(i, self._token_text(i), lp, i in self.special_token_ids)
+                for i, lp in choice.top
+            )
+            generated = step + 1
+            reason = self._finish_reason(plan, choice.token_id, generated, text_so_far)
+            if reason is not None:
+                finish = Finish(
+                    reason=reason,
+                    generated_tokens=generated,
+                    generated_text=self._final_text(all_ids[0].tolist(), generated),
+                    seed=plan.sampling.seed if plan.sampling.sampling else None,
+                )
+                yield TokenEvent(token, top, finish)
+                return
+            yield TokenEvent(token, top)
+            out = self._forward(all_ids[:, -1:], cache, all_positions=False)
+            logits = out.logits[:, -1, :].float()
+            cache = out.past_key_values
+
+    def _forward(self, input_ids: torch.Tensor, cache: Any, *, all_positions: bool) -> Any:
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": True}
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        if self._logits_to_keep:  # saves a [prompt, vocab] logits tensor on long prompts
+            kwargs["logits_to_keep"] = 0 if all_positions else 1
+        return self.model(**kwargs)
+
+    def _finish_reason(
+        self, plan: GenerationPlan, token_id: int, generated: int, text: str
+    ) -> FinishReason | None:
+        # TGI's StoppingCriteria order: length first, then EOS, then stop sequences; a stop
+        # sequence counts only when the text ends with it, and it stays in the text.
+        if generated >= plan.max_new_tokens:
+            return "length"
+        if token_id in self.eos_token_ids:
+            return "eos_token"
+        if any(text.endswith(stop) for stop in plan.stop_sequences if stop):
+            return "stop_sequence"
+        return None
+
+    def _final_text(self, all_ids: list[int], generated: int) -> str:
+        # Like TGI: decode the generated tokens after one token of context, so a leading space
+        # that belongs to the first generated token survives, and drop special tokens.
+        start = len(all_ids) - generated
+        context = all_ids[max(start - 1, 0) : start]
+        prefix = self.tokenizer.decode(context, skip_special_tokens=True)
+        full = self.tokenizer.decode(context + all_ids[start:], skip_special_tokens=True)
+        return str(full[len(prefix) :]) if full.startswith(prefix) else str(full)
+
+    def _token_text(self, token_id: int) -> str:
+        return str(self.tokenizer.decode([token_id], skip_special_tokens=False))
+
+    def _prefill_tokens(self, ids: torch.Tensor, logits: torch.Tensor) -> tuple[TokenInfo, ...]:
+        import torch
+
+        id_list = ids[0].tolist()
+        logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+        # Position i predicts token i + 1; the first prompt token has no logprob.
+        picked = logprobs.gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1).tolist()
+        tokens = [TokenInfo(id_list[0], self._token_text(id_list[0]), None)]
+        tokens += [
+            TokenInfo(i, self._token_text(i), float(lp))
+            for i, lp in zip(id_list[1:], picked, strict=True)
+        ]
+        return tuple(tokens)
+
+    async def agenerate(self, plan: GenerationPlan) -> AsyncIterator[GenerationEvent]:
+        """Run :meth:`generate` in a worker thread and yield its events on the event loop.
+
+        Leaving the iteration early (a client that went away) cancels the generation between
+        tokens, which frees the model for the next request.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def put(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop closed (server shutdown): nobody is listening.
+                cancel.set()
+
+        def work() -> None:
+            try:
+                for event in self.generate(plan, cancel):
+                    put(event)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                put(exc)
+            else:
+                put(_DONE)
+
+        threading.Thread(target=work, name="herd-generate", daemon=True).start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, PrefillEvent | TokenEvent)
+                yield item
+        finally:
+            cancel.set()
+
+    def generate_text(
+        self, prompt: str, *, max_new_tokens: int = 20, sampling: SamplingParams | None = None
+    ) -> str:
+        """Generate a completion of ``prompt`` directly, without HTTP (handy in scripts)."""
+        plan = GenerationPlan(
+            input_ids=tuple(self.encode(prompt)),
+            max_new_tokens=max_new_tokens,
+            sampling=sampling or SamplingParams(),
+        )
+        for event in self.generate(plan):
+            if isinstance(event, TokenEvent) and event.finish is not None:
+                return event.finish.generated_text
+        return ""
