@@ -85,7 +85,7 @@ def classify_failure(exc: BaseException) -> Failure | None:
         return Failure("server_error", message, status)
     if isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)):
         return Failure("timeout", message, status)
-    if isinstance(exc, HfHubHTTPError) or isinstance(exc, httpx.HTTPStatusError):
+    if isinstance(exc, (HfHubHTTPError, httpx.HTTPStatusError)):
         if status is None:
             return Failure("connection", message, status)
         return Failure(_kind_for_status(status), message, status)

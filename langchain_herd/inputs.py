@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeAlias
 
 from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
@@ -13,7 +13,7 @@ from langchain_herd.errors import InputError
 #: What ``HerdRouter`` accepts: a string, messages (or message-likes such as
 #: ``("user", "hi")``), a ``PromptValue``, or a dict holding one of those under the
 #: router's ``input_key``.
-HerdInput = Union[str, Sequence[Any], PromptValue, Mapping[str, Any]]
+HerdInput: TypeAlias = str | Sequence[Any] | PromptValue | Mapping[str, Any]
 
 QueryMode = Literal["last_user", "all_user"]
 

@@ -16,7 +16,7 @@ from langchain_herd.config import PolicyConfig
 class Policy(Protocol):
     """Ranks experts from their scores; the first is called first."""
 
-    name: str
+    name: ClassVar[str]
 
     def rank(self, expert_scores: Mapping[str, float], default_expert: str) -> list[str]:
         """Return every expert, best first."""

@@ -9,13 +9,14 @@ back in ``response_metadata["herd"]``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.messages import AIMessageChunk, BaseMessage, BaseMessageChunk
+from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, patch_config
 
@@ -209,11 +210,11 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
     # -- deciding ---------------------------------------------------------------------
 
     @property
-    def InputType(self) -> Any:  # noqa: N802 - LangChain's name
+    def InputType(self) -> Any:
         return HerdInput
 
     @property
-    def OutputType(self) -> type[BaseMessage]:  # noqa: N802 - LangChain's name
+    def OutputType(self) -> type[BaseMessage]:
         return BaseMessage
 
     def _decide(self, messages: Sequence[BaseMessage]) -> RouteDecision:
@@ -221,7 +222,8 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
         started = time.perf_counter()
         proba = self.classifier.predict_proba([text])
         classify_ms = (time.perf_counter() - started) * 1000
-        scores = {label: float(p) for label, p in zip(self.classifier.labels, proba[0])}
+        labels = self.classifier.labels
+        scores = {label: float(p) for label, p in zip(labels, proba[0], strict=True)}
         expert_scores = dict.fromkeys(self.experts, 0.0)
         for label, score in scores.items():
             for name in self.label_experts.get(label, []):
@@ -266,7 +268,8 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
             "herd_ranking": list(decision.ranking),
             "herd_scores": dict(decision.scores),
         }
-        return {**config, "metadata": metadata, "run_name": config.get("run_name") or self.name}
+        run_name = config.get("run_name") or self.name or "herd"
+        return {**config, "metadata": metadata, "run_name": run_name}
 
     def _child(self, config: RunnableConfig, run_manager: Any, name: str) -> RunnableConfig:
         return patch_config(config, callbacks=run_manager.get_child(tag=f"expert:{name}"))
@@ -349,12 +352,12 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
 
     def _open_stream(self, name: str, messages: list[BaseMessage], decision: RouteDecision,
                      config: RunnableConfig, run_manager: CallbackManagerForChainRun,
-                     kwargs: Mapping[str, Any]) -> Iterator[BaseMessageChunk] | None:
+                     kwargs: Mapping[str, Any]) -> Iterator[BaseMessage] | None:
         """Start one expert's stream and wait for its first token; None means fall back."""
         expert = self.experts[name]
         trial = _Trial(self, decision, name)
-        held: list[BaseMessageChunk] = []
-        stream: Iterator[BaseMessageChunk] = iter(())
+        held: list[BaseMessage] = []
+        stream: Iterator[BaseMessage] = iter(())
         try:
             stream = iter(expert.model.stream(expert.prepare(messages),
                                               self._child(config, run_manager, name), **kwargs))
@@ -374,8 +377,8 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
             raise
         return self._rest_of_stream(trial, stream, held)
 
-    def _rest_of_stream(self, trial: _Trial, stream: Iterator[BaseMessageChunk],
-                        held: list[BaseMessageChunk]) -> Iterator[BaseMessageChunk]:
+    def _rest_of_stream(self, trial: _Trial, stream: Iterator[BaseMessage],
+                        held: list[BaseMessage]) -> Iterator[BaseMessage]:
         sent: list[str] = []
         try:
             for chunk in held:
@@ -394,7 +397,7 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
                              response_metadata={DECISION_KEY: trial.decision.metadata()})
 
     def stream(self, input: HerdInput, config: RunnableConfig | None = None,
-               **kwargs: Any | None) -> Iterator[BaseMessageChunk]:
+               **kwargs: Any | None) -> Iterator[BaseMessage]:
         """Stream the chosen expert's answer, falling back only before the first token.
 
         The last chunk carries the decision in ``response_metadata["herd"]``. A stream that
@@ -404,7 +407,7 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
         decision = self._decide(messages)
 
         def run(_: Iterator[HerdInput], run_manager: CallbackManagerForChainRun,
-                config: RunnableConfig) -> Iterator[BaseMessageChunk]:
+                config: RunnableConfig) -> Iterator[BaseMessage]:
             for name in self._candidates(decision):
                 stream = self._open_stream(name, messages, decision, config, run_manager, kwargs)
                 if stream is not None:
@@ -418,12 +421,12 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
     async def _aopen_stream(self, name: str, messages: list[BaseMessage],
                             decision: RouteDecision, config: RunnableConfig,
                             run_manager: AsyncCallbackManagerForChainRun,
-                            kwargs: Mapping[str, Any]) -> AsyncIterator[BaseMessageChunk] | None:
+                            kwargs: Mapping[str, Any]) -> AsyncIterator[BaseMessage] | None:
         expert = self.experts[name]
         trial = _Trial(self, decision, name)
-        held: list[BaseMessageChunk] = []
+        held: list[BaseMessage] = []
         deadline = _Deadline(expert.timeout_s)
-        stream: AsyncIterator[BaseMessageChunk] | None = None
+        stream: AsyncIterator[BaseMessage] = _no_chunks()
         try:
             stream = expert.model.astream(expert.prepare(messages),
                                           self._child(config, run_manager, name), **kwargs)
@@ -446,9 +449,9 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
             raise
         return self._arest_of_stream(trial, stream, held, deadline)
 
-    async def _arest_of_stream(self, trial: _Trial, stream: AsyncIterator[BaseMessageChunk],
-                               held: list[BaseMessageChunk],
-                               deadline: _Deadline) -> AsyncIterator[BaseMessageChunk]:
+    async def _arest_of_stream(self, trial: _Trial, stream: AsyncIterator[BaseMessage],
+                               held: list[BaseMessage],
+                               deadline: _Deadline) -> AsyncIterator[BaseMessage]:
         sent: list[str] = []
         try:
             for chunk in held:
@@ -472,13 +475,13 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
                              response_metadata={DECISION_KEY: trial.decision.metadata()})
 
     async def astream(self, input: HerdInput, config: RunnableConfig | None = None,
-                      **kwargs: Any | None) -> AsyncIterator[BaseMessageChunk]:
+                      **kwargs: Any | None) -> AsyncIterator[BaseMessage]:
         """Async ``stream``: same fallback rules, with each expert's deadline enforced."""
         messages = to_messages(input, self.input_key)
         decision = self._decide(messages)
 
         async def run(_: AsyncIterator[HerdInput], run_manager: AsyncCallbackManagerForChainRun,
-                      config: RunnableConfig) -> AsyncIterator[BaseMessageChunk]:
+                      config: RunnableConfig) -> AsyncIterator[BaseMessage]:
             for name in self._candidates(decision):
                 stream = await self._aopen_stream(name, messages, decision, config,
                                                   run_manager, kwargs)
@@ -514,16 +517,20 @@ class _Deadline:
                 from None
 
 
+async def _no_chunks() -> AsyncIterator[BaseMessage]:
+    return
+    yield
+
+
 def _close(stream: Iterator[Any]) -> None:
     close = getattr(stream, "close", None)
     if close is not None:
         close()
 
 
-async def _aclose(stream: AsyncIterator[Any] | None) -> None:
+async def _aclose(stream: AsyncIterator[Any]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
-        try:
+        # Closing a broken stream may fail again; the failure itself is already recorded.
+        with contextlib.suppress(Exception):
             await aclose()
-        except Exception:  # closing a broken stream may fail again; the failure is recorded
-            pass

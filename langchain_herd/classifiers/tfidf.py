@@ -398,7 +398,7 @@ class TfidfClassifier(SavedClassifier):
             dtype: precision of the stored weights; ``"float32"`` halves the file, and
                 shifts probabilities by about 1e-7. Scoring always runs in float64.
         """
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -427,7 +427,9 @@ class TfidfClassifier(SavedClassifier):
                 ("intercept", self.intercept),
             )
         }
-        save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"kind": self.kind})
+        # save() + write_bytes rather than save_file, which creates the file mode 0600 and so
+        # would ship an artifact other users of a shared install cannot read.
+        (directory / WEIGHTS_FILE).write_bytes(save(tensors, metadata={"kind": self.kind}))
         (directory / VOCAB_FILE).write_text(
             json.dumps(self.vocabulary, ensure_ascii=False), encoding="utf-8"
         )

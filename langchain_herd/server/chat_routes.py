@@ -47,7 +47,12 @@ async def list_models(request: Request) -> Response:
     """``GET /v1/models``: the one served model."""
     state: ServerState = request.app.state.herd
     started: int = request.app.state.started_at
-    model = {"id": state.model_id, "object": "model", "created": started, "owned_by": state.model_id}
+    model = {
+        "id": state.model_id,
+        "object": "model",
+        "created": started,
+        "owned_by": state.model_id,
+    }
     return JSONResponse({"object": "list", "data": [model]})
 
 
@@ -242,7 +247,9 @@ async def _chat_stream(
                 yield chunk(content, reason, logprob)
                 if event.finish is not None:
                     generated = event.finish.generated_tokens
-        state.metrics.record_success(time.perf_counter() - started, generated, validated.input_length)
+        state.metrics.record_success(
+            time.perf_counter() - started, generated, validated.input_length
+        )
         if include_usage:
             yield sse_event(
                 {
@@ -265,7 +272,7 @@ async def _chat_stream(
         yield sse_event(error.to_json())
     except Exception as exc:
         logger.exception("chat generation failed mid-stream")
-        error = TGIError.generation(str(exc))
-        state.metrics.record_failure(error.error_type)
-        yield sse_event(error.to_json())
+        failure = TGIError.generation(str(exc))
+        state.metrics.record_failure(failure.error_type)
+        yield sse_event(failure.to_json())
     yield SSE_DONE

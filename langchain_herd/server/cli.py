@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     parser = argparse.ArgumentParser(
         prog="python -m langchain_herd.server",
-        description="Serve a local model over Hugging Face TGI's HTTP protocol (CPU, transformers).",
+        description="Serve a local model over Hugging Face TGI's HTTP protocol (CPU).",
     )
     parser.add_argument(
         "--model",
@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-stream-after", type=int, default=None, help="cut streams after this many tokens"
     )
     faults.add_argument("--empty-next", type=int, default=0, help="answer this many with ''")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     return parser
 
 

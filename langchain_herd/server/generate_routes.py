@@ -85,9 +85,7 @@ async def generate_reply(
         failure = state.faults.take_failure()
         if failure is not None:
             return state.error_response(failure)
-        validated = validate_generate(
-            inputs, params, backend=state.backend, limits=state.limits
-        )
+        validated = validate_generate(inputs, params, backend=state.backend, limits=state.limits)
         if state.faults.take_empty():
             prefill: tuple[TokenInfo, ...] = ()
             tokens: list[TokenInfo] = []
@@ -223,7 +221,9 @@ async def _stream_events(
                 state.metrics.record_failure("dropped")
                 raise StreamDropped(f"stream dropped after {index} tokens (injected fault)")
             index += 1
-            yield sse_event(_stream_payload(index, event.token, event.top_tokens, event.finish, validated))
+            yield sse_event(
+                _stream_payload(index, event.token, event.top_tokens, event.finish, validated)
+            )
             if event.finish is not None:
                 state.metrics.record_success(
                     time.perf_counter() - started,
@@ -240,9 +240,9 @@ async def _stream_events(
         yield sse_event(error.to_json())
     except Exception as exc:
         logger.exception("generation failed mid-stream")
-        error = TGIError.generation(str(exc))
-        state.metrics.record_failure(error.error_type)
-        yield sse_event(error.to_json())
+        failure = TGIError.generation(str(exc))
+        state.metrics.record_failure(failure.error_type)
+        yield sse_event(failure.to_json())
 
 
 def _eos_id(state: ServerState) -> int:

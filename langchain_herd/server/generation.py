@@ -41,7 +41,9 @@ class SamplingParams:
     @property
     def has_warpers(self) -> bool:
         """Whether any distribution warper is active; TGI samples whenever one is."""
-        return self.temperature != 1.0 or self.top_k != 0 or self.top_p < 1.0 or self.typical_p < 1.0
+        return (
+            self.temperature != 1.0 or self.top_k != 0 or self.top_p < 1.0 or self.typical_p < 1.0
+        )
 
     @property
     def sampling(self) -> bool:

@@ -190,7 +190,7 @@ def _dequantize(gguf: Path) -> tuple[Any, Any]:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are already dequantized to float32, but transformers still marks the model
     # as GGUF-quantized and refuses to save it; dropping the marks makes it a plain model.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     model.config.__dict__.pop("quantization_config", None)
     return model, tokenizer
 

@@ -1,4 +1,4 @@
-"""Running the app with uvicorn: in a background thread (tests, demos) or in the foreground (CLI)."""
+"""Running the app with uvicorn: in a background thread (tests) or in the foreground (CLI)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ CHATML_TEMPLATE = (
 
 SPECIAL_TOKENS = ("<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>")
 PUNCTUATION = (".", ",", "?", "!", ":", ";", "'", "-")
-WORDS = """
+_WORD_TEXT = """
 the a of and to in is it that was for on are with as i his they be at one have this from or had
 by hot word but what some we can out other were all there when up use your how said an each she
 which do their time if will way about many then them write would like so these her long make thing
@@ -52,7 +52,8 @@ moon island foot system busy test record boat common gold possible plane dry won
 ago ran check game shape miss brought heat snow bring yes distant fill east paint language among
 hello user assistant capital france paris london berlin rome madrid question reply model expert
 router answer math code poem history weather please thanks today tomorrow quickly slowly
-""".split()
+"""
+WORDS = tuple(_WORD_TEXT.split())
 """The tiny vocabulary: plain words, so generated text reads as (nonsense) English."""
 
 
@@ -72,7 +73,9 @@ def build_tiny_tokenizer() -> Any:
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     # WordPiece's decoder joins words with spaces and glues punctuation back ("hello, world.").
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="<unk>",

@@ -142,8 +142,7 @@ def validate_generate(
         )
     if input_length > limits.max_input_tokens:
         raise TGIError.validation(
-            f"`inputs` must have less than {limits.max_input_tokens} tokens. "
-            f"Given: {input_length}"
+            f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {input_length}"
         )
     plan = GenerationPlan(
         input_ids=tuple(input_ids),

@@ -32,7 +32,7 @@ class Recorder(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         self.server.seen.append({k.lower(): v for k, v in self.headers.items()})  # type: ignore[attr-defined]

@@ -256,6 +256,9 @@ def test_round_trip_gives_identical_probabilities(
         "model.safetensors",
         "vocab.json",
     ]
+    # Same permissions as the JSON files (safetensors' save_file would make it 0600).
+    modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "model").iterdir()}
+    assert len(modes) == 1
     loaded = TfidfClassifier.from_pretrained(tmp_path / "model")
     via_registry = load_classifier(tmp_path / "model")
     assert isinstance(loaded, TfidfClassifier) and isinstance(via_registry, TfidfClassifier)
