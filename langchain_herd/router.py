@@ -15,7 +15,12 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, patch_config
@@ -37,6 +42,17 @@ from langchain_herd.policies import ArgmaxPolicy, Policy, policy_from_config
 
 DECISION_KEY = "herd"
 """Key of the decision in an answer's ``response_metadata``."""
+DECISION_EVENT = "herd_decision"
+"""Name of the custom event that carries the final decision (``astream_events``, tracers)."""
+
+
+@contextlib.contextmanager
+def _announced(decision: RouteDecision, config: RunnableConfig) -> Iterator[None]:
+    """Dispatch the final decision as a custom event of the router's run, however it ends."""
+    try:
+        yield
+    finally:
+        dispatch_custom_event(DECISION_EVENT, decision.metadata(), config=config)
 
 
 def _has_answer(message: BaseMessage) -> bool:
@@ -288,6 +304,11 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
 
         def run(_: HerdInput, run_manager: CallbackManagerForChainRun,
                 config: RunnableConfig) -> BaseMessage:
+            with _announced(decision, config):
+                return attempts(run_manager, config)
+
+        def attempts(run_manager: CallbackManagerForChainRun,
+                     config: RunnableConfig) -> BaseMessage:
             for name in self._candidates(decision):
                 expert = self.experts[name]
                 trial = _Trial(self, decision, name)
@@ -315,6 +336,13 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
 
         async def run(_: HerdInput, run_manager: AsyncCallbackManagerForChainRun,
                       config: RunnableConfig) -> BaseMessage:
+            try:
+                return await attempts(run_manager, config)
+            finally:
+                await adispatch_custom_event(DECISION_EVENT, decision.metadata(), config=config)
+
+        async def attempts(run_manager: AsyncCallbackManagerForChainRun,
+                           config: RunnableConfig) -> BaseMessage:
             for name in self._candidates(decision):
                 expert = self.experts[name]
                 trial = _Trial(self, decision, name)
@@ -408,12 +436,14 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
 
         def run(_: Iterator[HerdInput], run_manager: CallbackManagerForChainRun,
                 config: RunnableConfig) -> Iterator[BaseMessage]:
-            for name in self._candidates(decision):
-                stream = self._open_stream(name, messages, decision, config, run_manager, kwargs)
-                if stream is not None:
-                    yield from stream
-                    return
-            raise AllExpertsFailedError(decision)
+            with _announced(decision, config):
+                for name in self._candidates(decision):
+                    stream = self._open_stream(name, messages, decision, config, run_manager,
+                                               kwargs)
+                    if stream is not None:
+                        yield from stream
+                        return
+                raise AllExpertsFailedError(decision)
 
         yield from self._transform_stream_with_config(
             iter([input]), run, self._traced_config(config, decision))
@@ -482,14 +512,17 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
 
         async def run(_: AsyncIterator[HerdInput], run_manager: AsyncCallbackManagerForChainRun,
                       config: RunnableConfig) -> AsyncIterator[BaseMessage]:
-            for name in self._candidates(decision):
-                stream = await self._aopen_stream(name, messages, decision, config,
-                                                  run_manager, kwargs)
-                if stream is not None:
-                    async for chunk in stream:
-                        yield chunk
-                    return
-            raise AllExpertsFailedError(decision)
+            try:
+                for name in self._candidates(decision):
+                    stream = await self._aopen_stream(name, messages, decision, config,
+                                                      run_manager, kwargs)
+                    if stream is not None:
+                        async for chunk in stream:
+                            yield chunk
+                        return
+                raise AllExpertsFailedError(decision)
+            finally:
+                await adispatch_custom_event(DECISION_EVENT, decision.metadata(), config=config)
 
         async def single() -> AsyncIterator[HerdInput]:
             yield input
