@@ -58,6 +58,13 @@ def prompts(df: pd.DataFrame) -> list[str]:
     return [format_question(q, [a, b, c, d]) for q, a, b, c, d in rows]
 
 
+def training_texts(df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Each question twice: as the demo's multiple-choice prompt and as bare text, so the
+    router also places free-form questions (a user's chat turn) that come without choices."""
+    groups = df["group"].tolist()
+    return prompts(df) + df["question"].tolist(), groups + groups
+
+
 def evaluate(clf: TfidfClassifier, texts: list[str], gold: list[str]) -> dict[str, Any]:
     from sklearn.metrics import confusion_matrix, f1_score
 
@@ -98,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(val_df)}), held-out {len(held_df)}; split seed {args.seed}"
     )
 
-    fit_x, val_x = prompts(fit_df), prompts(val_df)
-    fit_y, val_y = fit_df["group"].tolist(), val_df["group"].tolist()
+    fit_x, fit_y = training_texts(fit_df)
+    val_x, val_y = prompts(val_df), val_df["group"].tolist()
     grid: list[dict[str, Any]] = []
     for max_features, c in itertools.product(GRID_MAX_FEATURES, GRID_C):
         start = time.perf_counter()
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     best = max(grid, key=lambda r: (round(r["val_macro_f1"], 3), -r["max_features"], -r["C"]))
     print(f"chosen: max_features={best['max_features']} C={best['C']}")
 
-    train_x, train_y = prompts(train_df), train_df["group"].tolist()
+    train_x, train_y = training_texts(train_df)
     clf = TfidfClassifier.fit(
         train_x,
         train_y,
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "task": "MMLU group of a question (stem, humanities, social_sciences, other)",
             "data": "MMLU test + dev (Hendrycks et al., MIT), the copy bundled with the package",
-            "text_format": "langchain_herd.mmlu.format_question(question, [A, B, C, D])",
+            "text_format": "langchain_herd.mmlu.format_question(question, [A, B, C, D]), "
+            "and the bare question text (each training question appears in both forms)",
             "split": {
                 "seed": args.seed,
                 "heldout_share": args.heldout_share,

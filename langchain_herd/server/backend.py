@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_herd.server.generation import (
@@ -42,8 +42,8 @@ class _IncrementalDecoder:
     new suffix; a trailing replacement character means the character is not complete yet.
     """
 
-    def __init__(self, tokenizer: Any, prompt_ids: Sequence[int]) -> None:
-        self._tokenizer = tokenizer
+    def __init__(self, decode: Callable[[list[int]], str], prompt_ids: Sequence[int]) -> None:
+        self._decode = decode
         self._ids = list(prompt_ids)
         self._prefix_offset = max(len(self._ids) - 5, 0)
         self._read_offset = len(self._ids)
@@ -51,15 +51,12 @@ class _IncrementalDecoder:
     def push(self, token_id: int) -> str:
         """Add a token and return the text it completes (may be empty)."""
         self._ids.append(token_id)
-        decode = self._tokenizer.decode
-        prefix_text = decode(
-            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=False
-        )
-        new_text = decode(self._ids[self._prefix_offset :], skip_special_tokens=False)
+        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        new_text = self._decode(self._ids[self._prefix_offset :])
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
             self._prefix_offset = self._read_offset
             self._read_offset = len(self._ids)
-            return str(new_text[len(prefix_text) :])
+            return new_text[len(prefix_text) :]
         return ""
 
 
@@ -92,6 +89,9 @@ class GenerationBackend:
         self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._lock = threading.Lock()
+        # Fast tokenizers are Rust objects that may refuse concurrent use ("Already borrowed");
+        # prompts are encoded on the event loop while the worker thread decodes.
+        self._tokenizer_lock = threading.Lock()
         self._waiting = 0
         self._waiting_lock = threading.Lock()
 
@@ -130,7 +130,14 @@ class GenerationBackend:
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """Token ids of ``text``."""
-        return [int(i) for i in self.tokenizer.encode(text, add_special_tokens=add_special_tokens)]
+        with self._tokenizer_lock:
+            ids = self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        return [int(i) for i in ids]
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        """Text of ``ids``."""
+        with self._tokenizer_lock:
+            return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         """The prompt for ``messages`` under the tokenizer's chat template, ready for the reply.
@@ -141,9 +148,10 @@ class GenerationBackend:
         """
         if not self.has_chat_template:
             raise ValueError("template not found")
-        rendered = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
+        with self._tokenizer_lock:
+            rendered = self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
         return str(rendered)
 
     def generate(
@@ -193,7 +201,7 @@ class GenerationBackend:
             top_n_tokens=plan.top_n_tokens,
             suppressed_until=(self.eos_token_ids, self.min_new_tokens),
         )
-        decoder = _IncrementalDecoder(self.tokenizer, plan.input_ids)
+        decoder = _IncrementalDecoder(self.decode, plan.input_ids)
         text_so_far = ""
         for step in range(plan.max_new_tokens):
             if cancel.is_set():
@@ -251,12 +259,12 @@ class GenerationBackend:
         # that belongs to the first generated token survives, and drop special tokens.
         start = len(all_ids) - generated
         context = all_ids[max(start - 1, 0) : start]
-        prefix = self.tokenizer.decode(context, skip_special_tokens=True)
-        full = self.tokenizer.decode(context + all_ids[start:], skip_special_tokens=True)
-        return str(full[len(prefix) :]) if full.startswith(prefix) else str(full)
+        prefix = self.decode(context, skip_special_tokens=True)
+        full = self.decode(context + all_ids[start:], skip_special_tokens=True)
+        return full[len(prefix) :] if full.startswith(prefix) else full
 
     def _token_text(self, token_id: int) -> str:
-        return str(self.tokenizer.decode([token_id], skip_special_tokens=False))
+        return self.decode([token_id])
 
     def _prefill_tokens(self, ids: torch.Tensor, logits: torch.Tensor) -> tuple[TokenInfo, ...]:
         import torch
@@ -272,7 +280,7 @@ class GenerationBackend:
         ]
         return tuple(tokens)
 
-    async def agenerate(self, plan: GenerationPlan) -> AsyncIterator[GenerationEvent]:
+    async def agenerate(self, plan: GenerationPlan) -> AsyncGenerator[GenerationEvent, None]:
         """Run :meth:`generate` in a worker thread and yield its events on the event loop.
 
         Leaving the iteration early (a client that went away) cancels the generation between

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
@@ -164,10 +165,12 @@ async def _chat_reply(
     entries: list[dict[str, Any]] = []
     finish = Finish("eos_token", 0, "", None)
     if not empty:
-        async for event in state.backend.agenerate(validated.plan):
-            if isinstance(event, TokenEvent):
-                entries.append(_logprob_entry(event.token, event.top_tokens))
-                finish = event.finish or finish
+        # aclosing: leaving the loop early must stop the generation now, not at GC.
+        async with aclosing(state.backend.agenerate(validated.plan)) as events:
+            async for event in events:
+                if isinstance(event, TokenEvent):
+                    entries.append(_logprob_entry(event.token, event.top_tokens))
+                    finish = event.finish or finish
     state.metrics.record_success(
         time.perf_counter() - started, finish.generated_tokens, validated.input_length
     )
@@ -229,24 +232,25 @@ async def _chat_stream(
         if empty:
             yield chunk("", "stop", None)
         else:
-            async for event in state.backend.agenerate(validated.plan):
-                if not isinstance(event, TokenEvent):
-                    continue
-                if drop_after is not None and sent >= drop_after:
-                    state.metrics.record_failure("dropped")
-                    raise StreamDropped(f"stream dropped after {sent} tokens (injected fault)")
-                sent += 1
-                # Special tokens (the end-of-turn marker) are not part of the reply's text.
-                content = "" if event.token.special else event.token.text
-                logprob = (
-                    {"content": [_logprob_entry(event.token, event.top_tokens)]}
-                    if logprobs
-                    else None
-                )
-                reason = _finish_reason(event.finish) if event.finish else None
-                yield chunk(content, reason, logprob)
-                if event.finish is not None:
-                    generated = event.finish.generated_tokens
+            async with aclosing(state.backend.agenerate(validated.plan)) as events:
+                async for event in events:
+                    if not isinstance(event, TokenEvent):
+                        continue
+                    if drop_after is not None and sent >= drop_after:
+                        state.metrics.record_failure("dropped")
+                        raise StreamDropped(f"stream dropped after {sent} tokens (injected fault)")
+                    sent += 1
+                    # Special tokens (the end-of-turn marker) are not part of the reply's text.
+                    content = "" if event.token.special else event.token.text
+                    logprob = (
+                        {"content": [_logprob_entry(event.token, event.top_tokens)]}
+                        if logprobs
+                        else None
+                    )
+                    reason = _finish_reason(event.finish) if event.finish else None
+                    yield chunk(content, reason, logprob)
+                    if event.finish is not None:
+                        generated = event.finish.generated_tokens
         state.metrics.record_success(
             time.perf_counter() - started, generated, validated.input_length
         )

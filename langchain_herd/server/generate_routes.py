@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
@@ -116,13 +117,15 @@ async def _collect(
     tokens: list[TokenInfo] = []
     top_tokens: list[tuple[TokenInfo, ...]] = []
     finish: Finish | None = None
-    async for event in state.backend.agenerate(validated.plan):
-        if isinstance(event, PrefillEvent):
-            prefill = event.tokens
-            continue
-        tokens.append(event.token)
-        top_tokens.append(event.top_tokens)
-        finish = event.finish or finish
+    # aclosing: leaving the loop early must stop the generation now, not at GC.
+    async with aclosing(state.backend.agenerate(validated.plan)) as events:
+        async for event in events:
+            if isinstance(event, PrefillEvent):
+                prefill = event.tokens
+                continue
+            tokens.append(event.token)
+            top_tokens.append(event.top_tokens)
+            finish = event.finish or finish
     if finish is None:  # the loop always finishes its last token; this is a guard
         raise TGIError("Incomplete generation", "incomplete_generation")
     return prefill, tokens, top_tokens, finish
@@ -214,22 +217,23 @@ async def _stream_events(
             yield sse_event(_stream_payload(1, token, (), finish, validated))
             state.metrics.record_success(time.perf_counter() - started, 0, validated.input_length)
             return
-        async for event in state.backend.agenerate(validated.plan):
-            if not isinstance(event, TokenEvent):
-                continue
-            if drop_after is not None and index >= drop_after:
-                state.metrics.record_failure("dropped")
-                raise StreamDropped(f"stream dropped after {index} tokens (injected fault)")
-            index += 1
-            yield sse_event(
-                _stream_payload(index, event.token, event.top_tokens, event.finish, validated)
-            )
-            if event.finish is not None:
-                state.metrics.record_success(
-                    time.perf_counter() - started,
-                    event.finish.generated_tokens,
-                    validated.input_length,
+        async with aclosing(state.backend.agenerate(validated.plan)) as events:
+            async for event in events:
+                if not isinstance(event, TokenEvent):
+                    continue
+                if drop_after is not None and index >= drop_after:
+                    state.metrics.record_failure("dropped")
+                    raise StreamDropped(f"stream dropped after {index} tokens (injected fault)")
+                index += 1
+                yield sse_event(
+                    _stream_payload(index, event.token, event.top_tokens, event.finish, validated)
                 )
+                if event.finish is not None:
+                    state.metrics.record_success(
+                        time.perf_counter() - started,
+                        event.finish.generated_tokens,
+                        validated.input_length,
+                    )
     except StreamDropped:
         raise
     except asyncio.CancelledError:

@@ -153,10 +153,11 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     Returns:
         ``target``.
     """
+    if target.parent.is_dir():
+        _remove_stale_partials(target)  # left by conversions that were killed
     if (target / CACHE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(target)
     partial = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     logger.info("converting %s into %s (once; this takes a while)", gguf, target)

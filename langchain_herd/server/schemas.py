@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class GenerateParameters(BaseModel):
@@ -38,7 +38,7 @@ class GenerateParameters(BaseModel):
     """Prepend the prompt to ``generated_text`` (``POST /`` defaults to true, like TGI)."""
     seed: int | None = None
     """Sampling seed; random when missing."""
-    stop: list[str] = []
+    stop: list[str] = Field(default_factory=list)
     """Stop once the generated text ends with one of these (kept in the text, like TGI)."""
     temperature: float | None = None
     """> 0; 1.0 means unchanged."""

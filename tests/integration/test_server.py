@@ -44,10 +44,12 @@ from langchain_huggingface import ChatHuggingFace, HuggingFaceEndpoint
 from langchain_herd.server import (
     FaultConfig,
     GenerationBackend,
+    ServerStartError,
     ServerThread,
     create_app,
     load_backend,
 )
+from langchain_herd.server.loading import CACHE_MARKER, convert_gguf
 
 PROMPT = "hello world"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -254,6 +256,27 @@ def test_stop_sequence_is_kept_in_text_like_tgi(client: InferenceClient, url: st
     # LangChain strips the stop sequence that TGI leaves in.
     llm = endpoint(url, max_new_tokens=8)
     assert llm.invoke(PROMPT, stop=[stop]).split() == words[:2]
+
+
+def test_eos_token_ends_the_generation(backend: GenerationBackend, client: InferenceClient) -> None:
+    # With this chat prompt the tiny model ends its turn after one word.
+    prompt = backend.render_chat([{"role": "user", "content": "what"}])
+    events = list(
+        client.text_generation(
+            prompt, max_new_tokens=20, stream=True, details=True, return_full_text=False
+        )
+    )
+    last = events[-1]
+    assert last.details is not None and last.details.finish_reason == "eos_token"
+    # Like TGI, the end-of-sequence token is streamed with its text and special=True, and left
+    # out of generated_text: plain token streams (and LangChain's) end with "<|im_end|>".
+    assert last.token.special and last.token.text.strip() == "<|im_end|>"
+    assert last.generated_text == "".join(e.token.text for e in events[:-1])
+    chat = client.chat_completion(
+        [{"role": "user", "content": "what"}], max_tokens=20, temperature=0
+    )
+    assert chat.choices[0].finish_reason == "stop"
+    assert chat.choices[0].message.content == last.generated_text
 
 
 def test_sampling_with_seed_is_repeatable(client: InferenceClient) -> None:
@@ -530,6 +553,40 @@ async def test_overload_answers_429(backend: GenerationBackend) -> None:
         metrics = metric_values(server.url)
         assert metrics['tgi_request_failure{err="overloaded"}'] == 4
         assert metrics["herd_requests_in_flight"] == 0
+
+
+def test_client_disconnect_cancels_the_generation(url: str, client: InferenceClient) -> None:
+    before = metric_values(url).get('tgi_request_failure{err="cancelled"}', 0)
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 500}}
+    with httpx.stream("POST", f"{url}/generate_stream", json=body) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+    # The abandoned generation stops between tokens and frees the model for the next request.
+    assert client.text_generation(PROMPT, max_new_tokens=2)
+    deadline = time.monotonic() + 5
+    while metric_values(url).get('tgi_request_failure{err="cancelled"}', 0) == before:
+        assert time.monotonic() < deadline, "the disconnect was not noticed"
+        time.sleep(0.05)
+    assert metric_values(url)["herd_requests_in_flight"] == 0
+
+
+def test_server_thread_reports_a_taken_port(backend: GenerationBackend, url: str) -> None:
+    port = int(url.rsplit(":", 1)[1])
+    with pytest.raises(ServerStartError, match="cannot listen"):
+        ServerThread(create_app(backend), port=port).start()
+
+
+def test_gguf_cache_is_reused_and_stale_partials_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / CACHE_MARKER).write_text("{}")
+    stale = tmp_path / ".model.partial-999999999-abcd"  # a conversion whose process is gone
+    live = tmp_path / f".model.partial-{os.getpid()}-abcd"  # one still running
+    stale.mkdir()
+    live.mkdir()
+    # A complete cache entry is returned without reading the (here missing) GGUF file.
+    assert convert_gguf(tmp_path / "missing.gguf", target) == target
+    assert not stale.exists() and live.exists()
 
 
 # --- fault injection ------------------------------------------------------------------------------
