@@ -52,6 +52,8 @@ def _status_of(exc: BaseException) -> int | None:
 def _kind_for_status(status: int) -> FailureKind:
     if status == 429:
         return "rate_limited"
+    if status == 424:  # TGI's status for a failed generation
+        return "generation_error"
     if status >= 500:
         return "server_error"
     if status in INVALID_INPUT_STATUSES:
@@ -78,11 +80,12 @@ def classify_failure(exc: BaseException) -> Failure | None:
             return Failure("rate_limited", message, status)
         if isinstance(exc, ValidationError):
             return Failure("invalid_input", message, status)
-        if status is not None and status < 500:
-            return Failure(_kind_for_status(status), message, status)
         if isinstance(exc, (GenerationError, IncompleteGenerationError)):
             return Failure("generation_error", message, status)
-        return Failure("server_error", message, status)
+        # An error_type the client does not know: the status is all there is to go on.
+        if status is not None:
+            return Failure(_kind_for_status(status), message, status)
+        return Failure("generation_error", message, status)
     if isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)):
         return Failure("timeout", message, status)
     if isinstance(exc, (HfHubHTTPError, httpx.HTTPStatusError)):

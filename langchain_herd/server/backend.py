@@ -69,6 +69,10 @@ class GenerationBackend:
         model_id: the name the server reports (``/info``, ``/v1/models``, chat replies).
         min_new_tokens: end-of-sequence is banned until this many tokens were generated (the
             tiny random model uses 1 so greedy output is never empty).
+        torch_threads: intra-op threads for the generating thread (None: torch's default).
+            The tiny model uses 1: its matmuls gain nothing from threads, and OpenMP threads
+            that spin while another process holds a core make it ~50x slower. torch keeps this
+            setting as the default of threads started later, so it is process-wide in effect.
 
     Example:
         >>> from langchain_herd.server import load_backend
@@ -79,12 +83,19 @@ class GenerationBackend:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, model_id: str, min_new_tokens: int = 0
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        min_new_tokens: int = 0,
+        torch_threads: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.min_new_tokens = min_new_tokens
+        self.torch_threads = torch_threads
         self.eos_token_ids = self._find_eos_ids(model, tokenizer)
         self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -176,6 +187,8 @@ class GenerationBackend:
             with self._waiting_lock:
                 self._waiting -= 1
         try:
+            if self.torch_threads is not None and torch.get_num_threads() != self.torch_threads:
+                torch.set_num_threads(self.torch_threads)
             with torch.inference_mode():
                 yield from self._generate_locked(plan, cancel or threading.Event())
         finally:

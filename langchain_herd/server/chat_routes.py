@@ -8,7 +8,6 @@ huggingface_hub turns into its ``TextGenerationError`` subclasses.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -228,6 +227,7 @@ async def _chat_stream(
 
     sent = 0
     generated = 0
+    outcome: str | None = None  # what the metrics were told; None when the client went away
     try:
         if empty:
             yield chunk("", "stop", None)
@@ -238,6 +238,7 @@ async def _chat_stream(
                         continue
                     if drop_after is not None and sent >= drop_after:
                         state.metrics.record_failure("dropped")
+                        outcome = "dropped"
                         raise StreamDropped(f"stream dropped after {sent} tokens (injected fault)")
                     sent += 1
                     # Special tokens (the end-of-turn marker) are not part of the reply's text.
@@ -254,6 +255,7 @@ async def _chat_stream(
         state.metrics.record_success(
             time.perf_counter() - started, generated, validated.input_length
         )
+        outcome = "success"
         if include_usage:
             yield sse_event(
                 {
@@ -267,16 +269,18 @@ async def _chat_stream(
                 }
             )
     except StreamDropped:
-        raise
-    except asyncio.CancelledError:
-        state.metrics.record_failure("cancelled")
-        raise
+        raise  # a deliberate cut, already counted: it must reach uvicorn to close the socket
     except TGIError as error:
         state.metrics.record_failure(error.error_type)
+        outcome = error.error_type
         yield sse_event(error.to_json())
     except Exception as exc:
         logger.exception("chat generation failed mid-stream")
         failure = TGIError.generation(str(exc))
         state.metrics.record_failure(failure.error_type)
+        outcome = failure.error_type
         yield sse_event(failure.to_json())
+    finally:
+        if outcome is None:
+            state.metrics.record_failure("cancelled")
     yield SSE_DONE

@@ -8,7 +8,6 @@ play a failing server and answer with their HTTP status.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -70,7 +69,12 @@ async def generate_stream(request: Request) -> Response:
 
 def _parameters(body: GenerateRequest) -> GenerateParameters:
     # A request without a "parameters" object gets TGI's default_parameters(), which sample.
-    return body.parameters if body.parameters is not None else GenerateParameters(do_sample=True)
+    params = body.parameters if body.parameters is not None else GenerateParameters(do_sample=True)
+    if params.adapter_id is not None:
+        # TGI would route to a LoRA adapter loaded at start; this server has none, and failing
+        # would break clients that always send one, so the base model answers.
+        logger.debug("ignoring adapter_id %r: this server has no adapters", params.adapter_id)
+    return params
 
 
 async def generate_reply(
@@ -210,12 +214,14 @@ async def _stream_events(
     started: float,
 ) -> AsyncIterator[bytes]:
     index = 0
+    outcome: str | None = None  # what the metrics were told; None when the client went away
     try:
         if empty:
             finish = _empty_finish(validated)
             token = TokenInfo(_eos_id(state), "", 0.0, special=True)
             yield sse_event(_stream_payload(1, token, (), finish, validated))
             state.metrics.record_success(time.perf_counter() - started, 0, validated.input_length)
+            outcome = "success"
             return
         async with aclosing(state.backend.agenerate(validated.plan)) as events:
             async for event in events:
@@ -223,6 +229,7 @@ async def _stream_events(
                     continue
                 if drop_after is not None and index >= drop_after:
                     state.metrics.record_failure("dropped")
+                    outcome = "dropped"
                     raise StreamDropped(f"stream dropped after {index} tokens (injected fault)")
                 index += 1
                 yield sse_event(
@@ -234,19 +241,22 @@ async def _stream_events(
                         event.finish.generated_tokens,
                         validated.input_length,
                     )
+                    outcome = "success"
     except StreamDropped:
-        raise
-    except asyncio.CancelledError:
-        state.metrics.record_failure("cancelled")
-        raise
+        raise  # a deliberate cut, already counted: it must reach uvicorn to close the socket
     except TGIError as error:
         state.metrics.record_failure(error.error_type)
+        outcome = error.error_type
         yield sse_event(error.to_json())
     except Exception as exc:
         logger.exception("generation failed mid-stream")
         failure = TGIError.generation(str(exc))
         state.metrics.record_failure(failure.error_type)
+        outcome = failure.error_type
         yield sse_event(failure.to_json())
+    finally:
+        if outcome is None:
+            state.metrics.record_failure("cancelled")
 
 
 def _eos_id(state: ServerState) -> int:

@@ -73,8 +73,9 @@ def _load_tiny(cache_dir: Path) -> GenerationBackend:
     from langchain_herd.server.tiny_model import build_tiny_parts
 
     model, tokenizer = build_tiny_parts()
-    # EOS is banned for the first token so a greedy reply is never empty.
-    return GenerationBackend(model, tokenizer, model_id="tiny", min_new_tokens=1)
+    # EOS is banned for the first token so a greedy reply is never empty; one torch thread
+    # keeps the tiny model fast on a busy machine (see GenerationBackend).
+    return GenerationBackend(model, tokenizer, model_id="tiny", min_new_tokens=1, torch_threads=1)
 
 
 def _load_smollm2(cache_dir: Path) -> GenerationBackend:

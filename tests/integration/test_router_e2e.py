@@ -111,6 +111,7 @@ async def test_all_paths_agree(servers: dict[str, str], protocol: str) -> None:
 @pytest.mark.parametrize(("faults", "kind"), [
     ({"fail_next": 1, "fail_status": 503}, {"server_error", "generation_error"}),
     ({"fail_next": 1, "fail_status": 500}, {"server_error", "generation_error"}),
+    ({"fail_next": 1, "fail_status": 424}, {"generation_error"}),
     ({"fail_next": 1, "fail_status": 429}, {"rate_limited"}),
     ({"fail_next": 1, "fail_status": 422}, {"invalid_input"}),
     ({"empty_next": 1}, {"empty_answer"}),

@@ -576,6 +576,18 @@ def test_server_thread_reports_a_taken_port(backend: GenerationBackend, url: str
         ServerThread(create_app(backend), port=port).start()
 
 
+def test_load_backend_from_a_model_folder(backend: GenerationBackend, tmp_path: Path) -> None:
+    backend.model.save_pretrained(tmp_path)
+    backend.tokenizer.save_pretrained(tmp_path)
+    loaded = load_backend(str(tmp_path))
+    assert loaded.model_id == str(tmp_path) and loaded.has_chat_template
+    assert loaded.generate_text(PROMPT, max_new_tokens=6) == backend.generate_text(
+        PROMPT, max_new_tokens=6
+    )
+    with pytest.raises(ValueError, match="cannot load model"):
+        load_backend(str(tmp_path / "missing"))
+
+
 def test_gguf_cache_is_reused_and_stale_partials_are_removed(tmp_path: Path) -> None:
     target = tmp_path / "model"
     target.mkdir()
