@@ -36,8 +36,10 @@ from langchain_herd.config import ExpertConfig, parse_config
 from langchain_herd.experts import build_expert
 from langchain_herd.local_servers import LocalHerd
 
-QUESTION = ("Which of the following is the derivative of x^3 + 2x?\nA. 3x^2 + 2\nB. x^2 + 2\n"
-            "C. 3x + 2\nD. x^3\nAnswer with the letter only.")
+QUESTION = (
+    "Which of the following is the derivative of x^3 + 2x?\nA. 3x^2 + 2\nB. x^2 + 2\n"
+    "C. 3x + 2\nD. x^3\nAnswer with the letter only."
+)
 TARGET_ROUTING_MS = 5.0
 TARGET_REFUSED_MS = 20.0
 
@@ -54,8 +56,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": percentile(values, 0.5), "p95_ms": percentile(values, 0.95),
-            "mean_ms": statistics.fmean(values), "n": len(values)}
+    return {
+        "p50_ms": percentile(values, 0.5),
+        "p95_ms": percentile(values, 0.95),
+        "mean_ms": statistics.fmean(values),
+        "n": len(values),
+    }
 
 
 def timed(call: Callable[[], Any]) -> float:
@@ -65,19 +71,28 @@ def timed(call: Callable[[], Any]) -> float:
 
 
 def expert(name: str, url: str, routes: list[str]) -> Expert:
-    config = ExpertConfig(name=name, url=url, protocol="tgi", routes=routes,
-                          generation={"max_new_tokens": 4}, timeout_s=30)  # type: ignore[arg-type]
+    config = ExpertConfig(
+        name=name,
+        url=url,
+        protocol="tgi",
+        routes=routes,
+        generation={"max_new_tokens": 4},
+        timeout_s=30,
+    )  # type: ignore[arg-type]
     return build_expert(config)
 
 
 def run(iterations: int) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    herd_config = parse_config({
-        "experts": [{"name": "live", "url": url}],
-        "local_servers": [{"name": "bench-tiny", "model": "tiny", "port": port,
-                           "max_concurrent_requests": 64}],
-    })
+    herd_config = parse_config(
+        {
+            "experts": [{"name": "live", "url": url}],
+            "local_servers": [
+                {"name": "bench-tiny", "model": "tiny", "port": port, "max_concurrent_requests": 64}
+            ],
+        }
+    )
     classifier = resolve_classifier("bundled:mmlu-group-tfidf")
     labels = list(classifier.labels)
     no_breaker = {"breaker_threshold": 10**9}
@@ -127,12 +142,16 @@ def run(iterations: int) -> dict[str, Any]:
         "classifier_single": summary(single),
         "classifier_batched_per_query_ms": statistics.median(batched),
         "routing_added_beyond_classifier_p50_ms": routing_added,
-        "fallback_refused": {**summary(refused),
-                             "failed_attempt_p50_ms": percentile(refused_attempt, 0.5),
-                             "added_p50_ms": percentile(refused, 0.5) - routed_s["p50_ms"]},
-        "fallback_503": {**summary(failed_503),
-                         "failed_attempt_p50_ms": percentile(failed_attempt, 0.5),
-                         "added_p50_ms": percentile(failed_503, 0.5) - routed_s["p50_ms"]},
+        "fallback_refused": {
+            **summary(refused),
+            "failed_attempt_p50_ms": percentile(refused_attempt, 0.5),
+            "added_p50_ms": percentile(refused, 0.5) - routed_s["p50_ms"],
+        },
+        "fallback_503": {
+            **summary(failed_503),
+            "failed_attempt_p50_ms": percentile(failed_attempt, 0.5),
+            "added_p50_ms": percentile(failed_503, 0.5) - routed_s["p50_ms"],
+        },
         "targets": {
             "routing_added_under_5ms": routing_added < TARGET_ROUTING_MS,
             "refused_attempt_under_20ms": percentile(refused_attempt, 0.5) < TARGET_REFUSED_MS,
@@ -152,23 +171,32 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"{label:<36} {stats['p50_ms']:>9.2f} {stats['p95_ms']:>9.2f}")
     single = results["classifier_single"]
     print(f"{'classifier, one query':<36} {single['p50_ms']:>9.3f} {single['p95_ms']:>9.3f}")
-    print(f"{'classifier, batched (per query)':<36} "
-          f"{results['classifier_batched_per_query_ms']:>9.3f}")
+    print(
+        f"{'classifier, batched (per query)':<36} "
+        f"{results['classifier_batched_per_query_ms']:>9.3f}"
+    )
     print()
     print(f"router / direct (p50):                 {results['router_over_direct_p50']:.3f}")
-    print(f"routing added beyond classifier (p50): "
-          f"{results['routing_added_beyond_classifier_p50_ms']:.2f} ms (target < 5)")
-    print(f"refused attempt before next expert:    "
-          f"{results['fallback_refused']['failed_attempt_p50_ms']:.2f} ms p50 (target < 20); "
-          f"end to end +{results['fallback_refused']['added_p50_ms']:.2f} ms")
-    print(f"503 attempt before next expert:        "
-          f"{results['fallback_503']['failed_attempt_p50_ms']:.2f} ms p50; "
-          f"end to end +{results['fallback_503']['added_p50_ms']:.2f} ms")
+    print(
+        f"routing added beyond classifier (p50): "
+        f"{results['routing_added_beyond_classifier_p50_ms']:.2f} ms (target < 5)"
+    )
+    print(
+        f"refused attempt before next expert:    "
+        f"{results['fallback_refused']['failed_attempt_p50_ms']:.2f} ms p50 (target < 20); "
+        f"end to end +{results['fallback_refused']['added_p50_ms']:.2f} ms"
+    )
+    print(
+        f"503 attempt before next expert:        "
+        f"{results['fallback_503']['failed_attempt_p50_ms']:.2f} ms p50; "
+        f"end to end +{results['fallback_503']['added_p50_ms']:.2f} ms"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -22,17 +22,21 @@ def main() -> None:
     config = load_config(CONFIG)
     with LocalHerd(config):
         router = HerdRouter.from_config(config)
-        prompt = ChatPromptTemplate.from_messages([
-            ("system", "Answer in one short sentence."),
-            ("user", "{question}"),
-        ])
+        prompt = ChatPromptTemplate.from_messages(
+            [
+                ("system", "Answer in one short sentence."),
+                ("user", "{question}"),
+            ]
+        )
         # If the whole herd is down, say so instead of raising.
         apology = RunnableLambda(lambda _: "The herd is unavailable right now.")
-        chain = (prompt | router.with_retry(stop_after_attempt=2) | StrOutputParser()) \
-            .with_fallbacks([apology])
+        chain = (
+            prompt | router.with_retry(stop_after_attempt=2) | StrOutputParser()
+        ).with_fallbacks([apology])
         print(chain.invoke({"question": "What is photosynthesis?"}))
         for piece in (prompt | router | StrOutputParser()).stream(
-                {"question": "Name a famous philosopher."}):
+            {"question": "Name a famous philosopher."}
+        ):
             print(piece, end="", flush=True)
         print()
 

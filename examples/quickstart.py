@@ -29,8 +29,10 @@ def main() -> None:
         for question in QUESTIONS:
             answer, decision = router.invoke_with_decision(question)
             best = max(decision.scores, key=lambda label: decision.scores[label])
-            print(f"Q: {question}\n   route {best} ({decision.scores[best]:.2f}) -> "
-                  f"{decision.answered_by}: {answer.text.strip()[:80]!r}")
+            print(
+                f"Q: {question}\n   route {best} ({decision.scores[best]:.2f}) -> "
+                f"{decision.answered_by}: {answer.text.strip()[:80]!r}"
+            )
 
 
 if __name__ == "__main__":

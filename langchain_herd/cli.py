@@ -34,8 +34,9 @@ def _default_config() -> str:
 def _waiting(name: str, waited: float) -> None:
     # Model loads take seconds (tens of seconds the first time SmolLM2 is converted).
     if int(waited * 2) % 20 == 0:
-        print(f"  waiting for local server {name!r} ({waited:.0f}s)...", file=sys.stderr,
-              flush=True)
+        print(
+            f"  waiting for local server {name!r} ({waited:.0f}s)...", file=sys.stderr, flush=True
+        )
 
 
 def cmd_serve(argv: list[str]) -> int:
@@ -73,11 +74,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _print_decision(decision: RouteDecision) -> None:
-    scores = ", ".join(f"{label}={score:.3f}" for label, score in
-                       sorted(decision.scores.items(), key=lambda item: -item[1]))
+    scores = ", ".join(
+        f"{label}={score:.3f}"
+        for label, score in sorted(decision.scores.items(), key=lambda item: -item[1])
+    )
     print(f"scores:   {scores}")
-    print(f"ranking:  {' > '.join(decision.ranking)} (policy {decision.policy}, "
-          f"classified in {decision.classify_ms:.2f} ms)")
+    print(
+        f"ranking:  {' > '.join(decision.ranking)} (policy {decision.policy}, "
+        f"classified in {decision.classify_ms:.2f} ms)"
+    )
     for name, reason in decision.skipped.items():
         print(f"skipped:  {name}: {reason}")
     for attempt in decision.attempts:
@@ -138,14 +143,19 @@ def run_demo(config_path: str, n: int, seed: int, out: Path | None) -> dict[str,
     sample = sample_questions(questions[questions["split"] == "test"], n, seed)
     groups_of = _route_groups(config)
     rows: list[dict[str, Any]] = []
-    print(f"starting the local herd from {config_path} (first run converts SmolLM2, ~1 min)",
-          file=sys.stderr, flush=True)
+    print(
+        f"starting the local herd from {config_path} (first run converts SmolLM2, ~1 min)",
+        file=sys.stderr,
+        flush=True,
+    )
     with LocalHerd(config, on_wait=_waiting):
         router = HerdRouter.from_config(config)
-        for record in tqdm(sample.to_dict("records"), desc="routing MMLU", unit="q",
-                           file=sys.stderr):
-            prompt = format_question(record["question"],
-                                     [record["A"], record["B"], record["C"], record["D"]])
+        for record in tqdm(
+            sample.to_dict("records"), desc="routing MMLU", unit="q", file=sys.stderr
+        ):
+            prompt = format_question(
+                record["question"], [record["A"], record["B"], record["C"], record["D"]]
+            )
             started = time.perf_counter()
             try:
                 answer, decision = router.invoke_with_decision(prompt)
@@ -154,15 +164,24 @@ def run_demo(config_path: str, n: int, seed: int, out: Path | None) -> dict[str,
                 decision, text, error = router.route(prompt), "", str(exc)
             latency = (time.perf_counter() - started) * 1000
             letter = extract_letter(text)
-            rows.append({
-                "id": record["id"], "question": record["question"], "group": record["group"],
-                "chosen": decision.chosen, "answered_by": decision.answered_by,
-                "scores": decision.scores, "answer": text, "letter": letter,
-                "gold": record["answer"], "correct": letter == record["answer"],
-                "routed_right": record["group"] in groups_of.get(decision.chosen or "", set()),
-                "fallbacks": max(0, len(decision.attempts) - 1), "latency_ms": latency,
-                "error": error,
-            })
+            rows.append(
+                {
+                    "id": record["id"],
+                    "question": record["question"],
+                    "group": record["group"],
+                    "chosen": decision.chosen,
+                    "answered_by": decision.answered_by,
+                    "scores": decision.scores,
+                    "answer": text,
+                    "letter": letter,
+                    "gold": record["answer"],
+                    "correct": letter == record["answer"],
+                    "routed_right": record["group"] in groups_of.get(decision.chosen or "", set()),
+                    "fallbacks": max(0, len(decision.attempts) - 1),
+                    "latency_ms": latency,
+                    "error": error,
+                }
+            )
     summary = _summarise(rows)
     _print_table(rows)
     _print_summary(summary)
@@ -202,30 +221,41 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         top = max(row["scores"].values()) if row["scores"] else float("nan")
         answer = row["answer"].replace("\n", " ")[:14]
         mark = "yes" if row["correct"] else "no"
-        print(f"{question:<46} {row['group']:<15} {row['answered_by'] or '-':<15} "
-              f"{top:>9.3f} {answer:<14} {mark}")
+        print(
+            f"{question:<46} {row['group']:<15} {row['answered_by'] or '-':<15} "
+            f"{top:>9.3f} {answer:<14} {mark}"
+        )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
     print()
     print(f"questions:          {summary['questions']}")
-    print(f"routing accuracy:   {summary['routing_accuracy']:.3f} "
-          f"(chosen expert serves the question's MMLU group)")
-    print(f"answer accuracy:    {summary['answer_accuracy']:.3f} "
-          f"(4 choices: chance is 0.25; unparsed answers: {summary['unparsed_answers']})")
-    print(f"failed requests:    {summary['failed_requests']} (fallbacks used: "
-          f"{summary['fallbacks']})")
-    print(f"latency:            p50 {summary['latency_ms_p50']:.0f} ms, "
-          f"p95 {summary['latency_ms_p95']:.0f} ms")
+    print(
+        f"routing accuracy:   {summary['routing_accuracy']:.3f} "
+        f"(chosen expert serves the question's MMLU group)"
+    )
+    print(
+        f"answer accuracy:    {summary['answer_accuracy']:.3f} "
+        f"(4 choices: chance is 0.25; unparsed answers: {summary['unparsed_answers']})"
+    )
+    print(
+        f"failed requests:    {summary['failed_requests']} (fallbacks used: {summary['fallbacks']})"
+    )
+    print(
+        f"latency:            p50 {summary['latency_ms_p50']:.0f} ms, "
+        f"p95 {summary['latency_ms_p95']:.0f} ms"
+    )
     print(f"answered by:        {summary['answered_by']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="herd", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="herd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run one local TGI-protocol server (args: see --help)",
-                   add_help=False)
+    sub.add_parser(
+        "serve", help="run one local TGI-protocol server (args: see --help)", add_help=False
+    )
     up = sub.add_parser("up", help="start a config's local servers and wait for health")
     up.add_argument("config")
     up.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for health")
@@ -233,8 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("config")
     route.add_argument("question")
     route.add_argument("--json", action="store_true", help="print JSON")
-    route.add_argument("--decision-only", action="store_true",
-                       help="classify and rank without calling an expert")
+    route.add_argument(
+        "--decision-only", action="store_true", help="classify and rank without calling an expert"
+    )
     demo = sub.add_parser("demo", help="route a sample of MMLU through the local herd")
     demo.add_argument("--config", default=_default_config())
     demo.add_argument("-n", "--questions", type=int, default=24)

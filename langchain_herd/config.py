@@ -280,8 +280,9 @@ class HerdConfig(_Strict):
         for index, auth in enumerate(self.auth):
             unknown = [name for name in auth.experts if name not in known]
             if unknown:
-                raise ValueError(f"auth[{index}].experts names unknown experts {unknown}; "
-                                 f"known: {names}")
+                raise ValueError(
+                    f"auth[{index}].experts names unknown experts {unknown}; known: {names}"
+                )
         claimed = [name for auth in self.auth for name in auth.experts]
         twice = sorted({name for name in claimed if claimed.count(name) > 1})
         if twice:
@@ -334,12 +335,18 @@ def _format_errors(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: Any, *, source: str = "<config>", base_dir: Path | None = None,
-                 resolve_secrets: bool = True) -> HerdConfig:
+def parse_config(
+    data: Any,
+    *,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    resolve_secrets: bool = True,
+) -> HerdConfig:
     """Validate a mapping (e.g. parsed YAML) into a ``HerdConfig``."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, "
-                          f"got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         config = HerdConfig.model_validate(data)
     except ValidationError as exc:
@@ -373,5 +380,6 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> HerdConfig
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML ({exc})") from None
-    return parse_config(data, source=str(file), base_dir=file.resolve().parent,
-                        resolve_secrets=resolve_secrets)
+    return parse_config(
+        data, source=str(file), base_dir=file.resolve().parent, resolve_secrets=resolve_secrets
+    )

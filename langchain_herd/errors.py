@@ -50,8 +50,10 @@ class AllExpertsFailedError(HerdError, RuntimeError):
         self.attempts: Sequence[Attempt] = decision.attempts
         lines = [f"all {len(decision.attempts)} expert attempt(s) failed"]
         for attempt in decision.attempts:
-            lines.append(f"  - {attempt.expert}: {attempt.failure} after "
-                         f"{attempt.latency_ms:.0f} ms: {attempt.error}")
+            lines.append(
+                f"  - {attempt.expert}: {attempt.failure} after "
+                f"{attempt.latency_ms:.0f} ms: {attempt.error}"
+            )
         for name, reason in decision.skipped.items():
             lines.append(f"  - {name}: skipped ({reason})")
         if not decision.attempts and not decision.skipped:

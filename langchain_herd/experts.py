@@ -107,23 +107,35 @@ class TGIGenerateChat(BaseChatModel):
     def _stops(self, stop: list[str] | None) -> list[str]:
         return [*(stop or []), *stop_sequences_for(self.prompt_format)]
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         prompt = render_prompt(messages, self.prompt_format)
         text = self.llm._call(prompt, stop=self._stops(stop), **kwargs)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                         **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         prompt = render_prompt(messages, self.prompt_format)
         text = await self.llm._acall(prompt, stop=self._stops(stop), **kwargs)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None,
-                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         prompt = render_prompt(messages, self.prompt_format)
         for piece in self.llm._stream(prompt, stop=self._stops(stop), **kwargs):
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece.text))
@@ -131,9 +143,13 @@ class TGIGenerateChat(BaseChatModel):
                 run_manager.on_llm_new_token(piece.text, chunk=chunk)
             yield chunk
 
-    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
         prompt = render_prompt(messages, self.prompt_format)
         async for piece in self.llm._astream(prompt, stop=self._stops(stop), **kwargs):
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece.text))
@@ -151,12 +167,14 @@ def _endpoint(config: ExpertConfig, token: SecretStr | None, **params: Any) -> A
     from huggingface_hub import AsyncInferenceClient, InferenceClient
     from langchain_huggingface import HuggingFaceEndpoint
 
-    llm = HuggingFaceEndpoint(endpoint_url=config.url, timeout=max(1, round(config.timeout_s)),
-                              **params)
+    llm = HuggingFaceEndpoint(
+        endpoint_url=config.url, timeout=max(1, round(config.timeout_s)), **params
+    )
     headers = _auth_headers(token)
     llm.client = InferenceClient(model=config.url, timeout=config.timeout_s, headers=headers)
-    llm.async_client = AsyncInferenceClient(model=config.url, timeout=config.timeout_s,
-                                            headers=headers)
+    llm.async_client = AsyncInferenceClient(
+        model=config.url, timeout=config.timeout_s, headers=headers
+    )
     return llm
 
 
@@ -170,7 +188,8 @@ def build_chat_model(config: ExpertConfig, token: SecretStr | None = None) -> Ba
     gen = config.generation
     if config.protocol == "tgi":
         llm = _endpoint(
-            config, token,
+            config,
+            token,
             max_new_tokens=gen.max_new_tokens,
             temperature=gen.temperature,
             top_p=gen.top_p,

@@ -36,14 +36,23 @@ def is_healthy(url: str, timeout_s: float = 1.0) -> bool:
 def server_command(server: LocalServerConfig) -> list[str]:
     """The command line that runs one local server."""
     return [
-        sys.executable, "-m", "langchain_herd.server",
-        "--model", server.model,
-        "--model-id", server.name,
-        "--host", server.host,
-        "--port", str(server.port),
-        "--max-input-tokens", str(server.max_input_tokens),
-        "--max-total-tokens", str(server.max_total_tokens),
-        "--max-concurrent-requests", str(server.max_concurrent_requests),
+        sys.executable,
+        "-m",
+        "langchain_herd.server",
+        "--model",
+        server.model,
+        "--model-id",
+        server.name,
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--max-input-tokens",
+        str(server.max_input_tokens),
+        "--max-total-tokens",
+        str(server.max_total_tokens),
+        "--max-concurrent-requests",
+        str(server.max_concurrent_requests),
     ]
 
 
@@ -57,9 +66,14 @@ class LocalHerd:
                 print(herd.urls)
     """
 
-    def __init__(self, config: HerdConfig, *, startup_timeout_s: float = 600.0,
-                 log_dir: Path | None = None,
-                 on_wait: Callable[[str, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: HerdConfig,
+        *,
+        startup_timeout_s: float = 600.0,
+        log_dir: Path | None = None,
+        on_wait: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.config = config
         self.startup_timeout_s = startup_timeout_s
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="herd-logs-"))
@@ -81,7 +95,8 @@ class LocalHerd:
                 continue
             log = self.log_path(server.name).open("wb")
             self.processes[server.name] = subprocess.Popen(
-                server_command(server), stdout=log, stderr=subprocess.STDOUT)
+                server_command(server), stdout=log, stderr=subprocess.STDOUT
+            )
         try:
             for server in self.config.local_servers:
                 if server.name in self.processes:
@@ -102,11 +117,13 @@ class LocalHerd:
                 raise LocalServerError(
                     f"local server {server.name!r} exited with code {process.returncode} before "
                     f"answering on {server.url} (is port {server.port} taken?); end of its log "
-                    f"{self.log_path(server.name)}:\n{self._tail(server.name)}")
+                    f"{self.log_path(server.name)}:\n{self._tail(server.name)}"
+                )
             if waited > self.startup_timeout_s:
                 raise LocalServerError(
                     f"local server {server.name!r} not healthy on {server.url} after "
-                    f"{waited:.0f}s; end of its log:\n{self._tail(server.name)}")
+                    f"{waited:.0f}s; end of its log:\n{self._tail(server.name)}"
+                )
             if self.on_wait is not None:
                 self.on_wait(server.name, waited)
             time.sleep(0.5)
@@ -132,6 +149,10 @@ class LocalHerd:
     def __enter__(self) -> LocalHerd:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

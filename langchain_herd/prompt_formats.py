@@ -33,8 +33,9 @@ def _chatml(messages: Sequence[BaseMessage]) -> str:
 
 
 def _llama3(messages: Sequence[BaseMessage]) -> str:
-    turns = [f"<|start_header_id|>{_role(m)}<|end_header_id|>\n\n{m.text}<|eot_id|>"
-             for m in messages]
+    turns = [
+        f"<|start_header_id|>{_role(m)}<|end_header_id|>\n\n{m.text}<|eot_id|>" for m in messages
+    ]
     opening = "<|start_header_id|>assistant<|end_header_id|>\n\n"
     return "<|begin_of_text|>" + "".join(turns) + opening
 

@@ -77,8 +77,9 @@ class _Trial:
     def succeeded(self) -> None:
         self.settled = True
         self.router.breakers[self.name].record_success()
-        self.decision.attempts.append(Attempt(expert=self.name, ok=True,
-                                              latency_ms=self._elapsed_ms()))
+        self.decision.attempts.append(
+            Attempt(expert=self.name, ok=True, latency_ms=self._elapsed_ms())
+        )
         self.decision.answered_by = self.name
 
     def failed(self, exc: BaseException, kind: FailureKind | None = None) -> Failure | None:
@@ -88,9 +89,16 @@ class _Trial:
         if failure is not None and kind is not None:
             failure = Failure(kind, failure.message, failure.status_code)
         recorded = failure or Failure("client_error", f"{type(exc).__name__}: {exc}")
-        self.decision.attempts.append(Attempt(
-            expert=self.name, ok=False, latency_ms=self._elapsed_ms(), failure=recorded.kind,
-            error=recorded.message, status_code=recorded.status_code))
+        self.decision.attempts.append(
+            Attempt(
+                expert=self.name,
+                ok=False,
+                latency_ms=self._elapsed_ms(),
+                failure=recorded.kind,
+                error=recorded.message,
+                status_code=recorded.status_code,
+            )
+        )
         if failure is None:
             # Not the expert's fault (a bug, bad arguments): surface it, keep the breaker.
             self.router.breakers[self.name].release_probe()
@@ -164,14 +172,16 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
         self.policy: Policy = policy or ArgmaxPolicy()
         self.default_expert = default_expert or experts[0].name
         if self.default_expert not in self.experts:
-            raise ConfigError(f"default expert {self.default_expert!r} is not in the herd "
-                              f"({list(self.experts)})")
+            raise ConfigError(
+                f"default expert {self.default_expert!r} is not in the herd ({list(self.experts)})"
+            )
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
         self.max_attempts = max_attempts
         self.fallback_on = frozenset(fallback_on)
-        self.breakers = {name: CircuitBreaker(breaker_threshold, breaker_cooldown_s)
-                         for name in self.experts}
+        self.breakers = {
+            name: CircuitBreaker(breaker_threshold, breaker_cooldown_s) for name in self.experts
+        }
         self.input_key = input_key
         self.query_mode: QueryMode = query_mode
         self.name = name
@@ -197,8 +207,13 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
         return mapping
 
     @classmethod
-    def from_config(cls, config: HerdConfig | str | Path, *, classifier: Classifier | None = None,
-                    policy: Policy | None = None) -> HerdRouter:
+    def from_config(
+        cls,
+        config: HerdConfig | str | Path,
+        *,
+        classifier: Classifier | None = None,
+        policy: Policy | None = None,
+    ) -> HerdRouter:
         """Build a router from a herd config (a ``HerdConfig`` or a YAML path).
 
         Args:
@@ -245,9 +260,14 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
             for name in self.label_experts.get(label, []):
                 expert_scores[name] = max(expert_scores[name], score)
         ranking = self.policy.rank(expert_scores, self.default_expert)
-        return RouteDecision(query=text, scores=scores, expert_scores=expert_scores,
-                             ranking=ranking, policy=getattr(self.policy, "name", "custom"),
-                             classify_ms=classify_ms)
+        return RouteDecision(
+            query=text,
+            scores=scores,
+            expert_scores=expert_scores,
+            ranking=ranking,
+            policy=getattr(self.policy, "name", "custom"),
+            classify_ms=classify_ms,
+        )
 
     def route(self, query: HerdInput) -> RouteDecision:
         """Classify and rank without calling any expert.
@@ -269,13 +289,15 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
                 status = breaker.status()
                 decision.skipped[name] = (
                     f"circuit open after {status.consecutive_failures} consecutive failures; "
-                    f"next probe in {status.retry_in_s:.1f}s")
+                    f"next probe in {status.retry_in_s:.1f}s"
+                )
                 continue
             tried += 1
             yield name
 
-    def _traced_config(self, config: RunnableConfig | None,
-                       decision: RouteDecision) -> RunnableConfig:
+    def _traced_config(
+        self, config: RunnableConfig | None, decision: RouteDecision
+    ) -> RunnableConfig:
         config = ensure_config(config)
         metadata = {
             **config.get("metadata", {}),
@@ -297,24 +319,28 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
 
     # -- invoke -------------------------------------------------------------------------
 
-    def invoke(self, input: HerdInput, config: RunnableConfig | None = None,
-               **kwargs: Any) -> BaseMessage:
+    def invoke(
+        self, input: HerdInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> BaseMessage:
         messages = to_messages(input, self.input_key)
         decision = self._decide(messages)
 
-        def run(_: HerdInput, run_manager: CallbackManagerForChainRun,
-                config: RunnableConfig) -> BaseMessage:
+        def run(
+            _: HerdInput, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+        ) -> BaseMessage:
             with _announced(decision, config):
                 return attempts(run_manager, config)
 
-        def attempts(run_manager: CallbackManagerForChainRun,
-                     config: RunnableConfig) -> BaseMessage:
+        def attempts(
+            run_manager: CallbackManagerForChainRun, config: RunnableConfig
+        ) -> BaseMessage:
             for name in self._candidates(decision):
                 expert = self.experts[name]
                 trial = _Trial(self, decision, name)
                 try:
-                    answer = expert.model.invoke(expert.prepare(messages),
-                                                 self._child(config, run_manager, name), **kwargs)
+                    answer = expert.model.invoke(
+                        expert.prepare(messages), self._child(config, run_manager, name), **kwargs
+                    )
                     if not _has_answer(answer):
                         raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
                 except Exception as exc:
@@ -329,26 +355,30 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
 
         return self._call_with_config(run, input, self._traced_config(config, decision))
 
-    async def ainvoke(self, input: HerdInput, config: RunnableConfig | None = None,
-                      **kwargs: Any) -> BaseMessage:
+    async def ainvoke(
+        self, input: HerdInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> BaseMessage:
         messages = to_messages(input, self.input_key)
         decision = self._decide(messages)
 
-        async def run(_: HerdInput, run_manager: AsyncCallbackManagerForChainRun,
-                      config: RunnableConfig) -> BaseMessage:
+        async def run(
+            _: HerdInput, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+        ) -> BaseMessage:
             try:
                 return await attempts(run_manager, config)
             finally:
                 await adispatch_custom_event(DECISION_EVENT, decision.metadata(), config=config)
 
-        async def attempts(run_manager: AsyncCallbackManagerForChainRun,
-                           config: RunnableConfig) -> BaseMessage:
+        async def attempts(
+            run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+        ) -> BaseMessage:
             for name in self._candidates(decision):
                 expert = self.experts[name]
                 trial = _Trial(self, decision, name)
                 try:
-                    call = expert.model.ainvoke(expert.prepare(messages),
-                                                self._child(config, run_manager, name), **kwargs)
+                    call = expert.model.ainvoke(
+                        expert.prepare(messages), self._child(config, run_manager, name), **kwargs
+                    )
                     answer = await _Deadline(expert.timeout_s).wait(call)
                     if not _has_answer(answer):
                         raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
@@ -364,31 +394,42 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
 
         return await self._acall_with_config(run, input, self._traced_config(config, decision))
 
-    def invoke_with_decision(self, input: HerdInput, config: RunnableConfig | None = None,
-                             **kwargs: Any) -> tuple[BaseMessage, RouteDecision]:
+    def invoke_with_decision(
+        self, input: HerdInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> tuple[BaseMessage, RouteDecision]:
         """Like ``invoke``, also returning the decision as a ``RouteDecision``."""
         answer = self.invoke(input, config, **kwargs)
         return answer, RouteDecision.model_validate(answer.response_metadata[DECISION_KEY])
 
-    async def ainvoke_with_decision(self, input: HerdInput, config: RunnableConfig | None = None,
-                                    **kwargs: Any) -> tuple[BaseMessage, RouteDecision]:
+    async def ainvoke_with_decision(
+        self, input: HerdInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> tuple[BaseMessage, RouteDecision]:
         """Like ``ainvoke``, also returning the decision as a ``RouteDecision``."""
         answer = await self.ainvoke(input, config, **kwargs)
         return answer, RouteDecision.model_validate(answer.response_metadata[DECISION_KEY])
 
     # -- streaming ----------------------------------------------------------------------
 
-    def _open_stream(self, name: str, messages: list[BaseMessage], decision: RouteDecision,
-                     config: RunnableConfig, run_manager: CallbackManagerForChainRun,
-                     kwargs: Mapping[str, Any]) -> Iterator[BaseMessage] | None:
+    def _open_stream(
+        self,
+        name: str,
+        messages: list[BaseMessage],
+        decision: RouteDecision,
+        config: RunnableConfig,
+        run_manager: CallbackManagerForChainRun,
+        kwargs: Mapping[str, Any],
+    ) -> Iterator[BaseMessage] | None:
         """Start one expert's stream and wait for its first token; None means fall back."""
         expert = self.experts[name]
         trial = _Trial(self, decision, name)
         held: list[BaseMessage] = []
         stream: Iterator[BaseMessage] = iter(())
         try:
-            stream = iter(expert.model.stream(expert.prepare(messages),
-                                              self._child(config, run_manager, name), **kwargs))
+            stream = iter(
+                expert.model.stream(
+                    expert.prepare(messages), self._child(config, run_manager, name), **kwargs
+                )
+            )
             for chunk in stream:
                 held.append(chunk)
                 if _has_answer(chunk):
@@ -405,8 +446,9 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
             raise
         return self._rest_of_stream(trial, stream, held)
 
-    def _rest_of_stream(self, trial: _Trial, stream: Iterator[BaseMessage],
-                        held: list[BaseMessage]) -> Iterator[BaseMessage]:
+    def _rest_of_stream(
+        self, trial: _Trial, stream: Iterator[BaseMessage], held: list[BaseMessage]
+    ) -> Iterator[BaseMessage]:
         sent: list[str] = []
         try:
             for chunk in held:
@@ -421,11 +463,13 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
         finally:
             trial.abandon()
         trial.succeeded()
-        yield AIMessageChunk(content="",
-                             response_metadata={DECISION_KEY: trial.decision.metadata()})
+        yield AIMessageChunk(
+            content="", response_metadata={DECISION_KEY: trial.decision.metadata()}
+        )
 
-    def stream(self, input: HerdInput, config: RunnableConfig | None = None,
-               **kwargs: Any | None) -> Iterator[BaseMessage]:
+    def stream(
+        self, input: HerdInput, config: RunnableConfig | None = None, **kwargs: Any | None
+    ) -> Iterator[BaseMessage]:
         """Stream the chosen expert's answer, falling back only before the first token.
 
         The last chunk carries the decision in ``response_metadata["herd"]``. A stream that
@@ -434,32 +478,41 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
         messages = to_messages(input, self.input_key)
         decision = self._decide(messages)
 
-        def run(_: Iterator[HerdInput], run_manager: CallbackManagerForChainRun,
-                config: RunnableConfig) -> Iterator[BaseMessage]:
+        def run(
+            _: Iterator[HerdInput], run_manager: CallbackManagerForChainRun, config: RunnableConfig
+        ) -> Iterator[BaseMessage]:
             with _announced(decision, config):
                 for name in self._candidates(decision):
-                    stream = self._open_stream(name, messages, decision, config, run_manager,
-                                               kwargs)
+                    stream = self._open_stream(
+                        name, messages, decision, config, run_manager, kwargs
+                    )
                     if stream is not None:
                         yield from stream
                         return
                 raise AllExpertsFailedError(decision)
 
         yield from self._transform_stream_with_config(
-            iter([input]), run, self._traced_config(config, decision))
+            iter([input]), run, self._traced_config(config, decision)
+        )
 
-    async def _aopen_stream(self, name: str, messages: list[BaseMessage],
-                            decision: RouteDecision, config: RunnableConfig,
-                            run_manager: AsyncCallbackManagerForChainRun,
-                            kwargs: Mapping[str, Any]) -> AsyncIterator[BaseMessage] | None:
+    async def _aopen_stream(
+        self,
+        name: str,
+        messages: list[BaseMessage],
+        decision: RouteDecision,
+        config: RunnableConfig,
+        run_manager: AsyncCallbackManagerForChainRun,
+        kwargs: Mapping[str, Any],
+    ) -> AsyncIterator[BaseMessage] | None:
         expert = self.experts[name]
         trial = _Trial(self, decision, name)
         held: list[BaseMessage] = []
         deadline = _Deadline(expert.timeout_s)
         stream: AsyncIterator[BaseMessage] = _no_chunks()
         try:
-            stream = expert.model.astream(expert.prepare(messages),
-                                          self._child(config, run_manager, name), **kwargs)
+            stream = expert.model.astream(
+                expert.prepare(messages), self._child(config, run_manager, name), **kwargs
+            )
             while True:
                 try:
                     chunk = await deadline.wait(stream.__anext__())
@@ -479,9 +532,13 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
             raise
         return self._arest_of_stream(trial, stream, held, deadline)
 
-    async def _arest_of_stream(self, trial: _Trial, stream: AsyncIterator[BaseMessage],
-                               held: list[BaseMessage],
-                               deadline: _Deadline) -> AsyncIterator[BaseMessage]:
+    async def _arest_of_stream(
+        self,
+        trial: _Trial,
+        stream: AsyncIterator[BaseMessage],
+        held: list[BaseMessage],
+        deadline: _Deadline,
+    ) -> AsyncIterator[BaseMessage]:
         sent: list[str] = []
         try:
             for chunk in held:
@@ -501,21 +558,27 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
             trial.abandon()
             await _aclose(stream)
         trial.succeeded()
-        yield AIMessageChunk(content="",
-                             response_metadata={DECISION_KEY: trial.decision.metadata()})
+        yield AIMessageChunk(
+            content="", response_metadata={DECISION_KEY: trial.decision.metadata()}
+        )
 
-    async def astream(self, input: HerdInput, config: RunnableConfig | None = None,
-                      **kwargs: Any | None) -> AsyncIterator[BaseMessage]:
+    async def astream(
+        self, input: HerdInput, config: RunnableConfig | None = None, **kwargs: Any | None
+    ) -> AsyncIterator[BaseMessage]:
         """Async ``stream``: same fallback rules, with each expert's deadline enforced."""
         messages = to_messages(input, self.input_key)
         decision = self._decide(messages)
 
-        async def run(_: AsyncIterator[HerdInput], run_manager: AsyncCallbackManagerForChainRun,
-                      config: RunnableConfig) -> AsyncIterator[BaseMessage]:
+        async def run(
+            _: AsyncIterator[HerdInput],
+            run_manager: AsyncCallbackManagerForChainRun,
+            config: RunnableConfig,
+        ) -> AsyncIterator[BaseMessage]:
             try:
                 for name in self._candidates(decision):
-                    stream = await self._aopen_stream(name, messages, decision, config,
-                                                      run_manager, kwargs)
+                    stream = await self._aopen_stream(
+                        name, messages, decision, config, run_manager, kwargs
+                    )
                     if stream is not None:
                         async for chunk in stream:
                             yield chunk
@@ -528,7 +591,8 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
             yield input
 
         async for chunk in self._atransform_stream_with_config(
-                single(), run, self._traced_config(config, decision)):
+            single(), run, self._traced_config(config, decision)
+        ):
             yield chunk
 
 
@@ -546,8 +610,9 @@ class _Deadline:
         try:
             return await asyncio.wait_for(awaitable, remaining)
         except asyncio.TimeoutError:
-            raise TimeoutError(f"no complete answer within the {self.seconds:g}s deadline") \
-                from None
+            raise TimeoutError(
+                f"no complete answer within the {self.seconds:g}s deadline"
+            ) from None
 
 
 async def _no_chunks() -> AsyncIterator[BaseMessage]:

@@ -21,7 +21,7 @@ def bundled_classifiers() -> list[str]:
 def resolve_classifier(reference: str, base_dir: Path | None = None) -> SavedClassifier:
     """Load ``bundled:<name>`` or a classifier folder (relative to ``base_dir``)."""
     if reference.startswith(BUNDLED_PREFIX):
-        name = reference[len(BUNDLED_PREFIX):]
+        name = reference[len(BUNDLED_PREFIX) :]
         if name not in bundled_classifiers():
             raise ArtifactError(f"no bundled classifier {name!r}; bundled: {bundled_classifiers()}")
         return load_classifier(BUNDLED_DIR / name)

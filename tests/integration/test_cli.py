@@ -40,8 +40,7 @@ def tiny_config(tmp_path: Path) -> tuple[Path, str]:
 
 
 def herd(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HERD, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+    return subprocess.run([*HERD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def test_route_decision_only_needs_no_server() -> None:
@@ -74,8 +73,13 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_up_serves_until_terminated(tmp_path: Path) -> None:
     config, url = tiny_config(tmp_path)
-    process = subprocess.Popen([*HERD, "up", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    process = subprocess.Popen(
+        [*HERD, "up", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert process.stdout is not None
         lines = []
@@ -87,8 +91,9 @@ def test_up_serves_until_terminated(tmp_path: Path) -> None:
                 break
         assert any("herd is up" in line for line in lines), lines
         assert httpx.get(f"{url}/health").status_code == 200
-        reply = httpx.post(f"{url}/generate", json={"inputs": "hello",
-                                                    "parameters": {"max_new_tokens": 3}})
+        reply = httpx.post(
+            f"{url}/generate", json={"inputs": "hello", "parameters": {"max_new_tokens": 3}}
+        )
         assert reply.status_code == 200 and reply.json()["generated_text"]
     finally:
         process.send_signal(signal.SIGTERM)
@@ -116,8 +121,14 @@ def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
     """The README's main job, on SmolLM2 (converted once, then cached)."""
     out = tmp_path / "demo.json"
     env = {**os.environ}
-    result = subprocess.run([*HERD, "demo", "-n", "8", "--out", str(out)], capture_output=True,
-                            text=True, timeout=900, cwd=ROOT, env=env)
+    result = subprocess.run(
+        [*HERD, "demo", "-n", "8", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())["summary"]
     assert summary["questions"] == 8 and summary["failed_requests"] == 0

@@ -25,12 +25,15 @@ HUM_Q = "Which philosopher wrote the Critique of Pure Reason, and in which centu
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, str]]:
     backend = load_backend("tiny")
-    primary = ServerThread(create_app(backend, model_id="tiny-primary", max_input_tokens=512,
-                                      max_total_tokens=1024)).start()
-    backup = ServerThread(create_app(backend, model_id="tiny-backup", max_input_tokens=512,
-                                     max_total_tokens=1024)).start()
-    small = ServerThread(create_app(backend, model_id="tiny-small", max_input_tokens=16,
-                                    max_total_tokens=64)).start()
+    primary = ServerThread(
+        create_app(backend, model_id="tiny-primary", max_input_tokens=512, max_total_tokens=1024)
+    ).start()
+    backup = ServerThread(
+        create_app(backend, model_id="tiny-backup", max_input_tokens=512, max_total_tokens=1024)
+    ).start()
+    small = ServerThread(
+        create_app(backend, model_id="tiny-small", max_input_tokens=16, max_total_tokens=64)
+    ).start()
     yield {"primary": primary.url, "backup": backup.url, "small": small.url}
     for server in (primary, backup, small):
         server.stop()
@@ -55,20 +58,39 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def herd(servers: dict[str, str], protocol: str, *, stem_url: str | None = None,
-         timeout_s: float = 30, **fallback: Any) -> HerdConfig:
+def herd(
+    servers: dict[str, str],
+    protocol: str,
+    *,
+    stem_url: str | None = None,
+    timeout_s: float = 30,
+    **fallback: Any,
+) -> HerdConfig:
     gen = {"max_new_tokens": 8}
-    return parse_config({
-        "name": "test-herd",
-        "experts": [
-            {"name": "stem", "url": stem_url or servers["primary"], "protocol": protocol,
-             "routes": ["stem"], "generation": gen, "timeout_s": timeout_s,
-             "system_prompt": "You answer science questions."},
-            {"name": "generalist", "url": servers["backup"], "protocol": protocol,
-             "routes": ["humanities", "social_sciences", "other"], "generation": gen},
-        ],
-        "fallback": {"default_expert": "generalist", **fallback},
-    })
+    return parse_config(
+        {
+            "name": "test-herd",
+            "experts": [
+                {
+                    "name": "stem",
+                    "url": stem_url or servers["primary"],
+                    "protocol": protocol,
+                    "routes": ["stem"],
+                    "generation": gen,
+                    "timeout_s": timeout_s,
+                    "system_prompt": "You answer science questions.",
+                },
+                {
+                    "name": "generalist",
+                    "url": servers["backup"],
+                    "protocol": protocol,
+                    "routes": ["humanities", "social_sciences", "other"],
+                    "generation": gen,
+                },
+            ],
+            "fallback": {"default_expert": "generalist", **fallback},
+        }
+    )
 
 
 def router_for(servers: dict[str, str], protocol: str, **kwargs: Any) -> HerdRouter:
@@ -96,28 +118,38 @@ async def test_all_paths_agree(servers: dict[str, str], protocol: str) -> None:
     assert (await router.ainvoke(STEM_Q)).text == expected
     assert "".join(c.text for c in router.stream(STEM_Q)) == expected
     assert "".join([c.text async for c in router.astream(STEM_Q)]) == expected
-    assert [m.text for m in router.batch([STEM_Q, STEM_Q], {"max_concurrency": 2})] == \
-        [expected, expected]
-    assert [m.text for m in await router.abatch([STEM_Q] * 3, {"max_concurrency": 3})] == \
-        [expected] * 3
+    assert [m.text for m in router.batch([STEM_Q, STEM_Q], {"max_concurrency": 2})] == [
+        expected,
+        expected,
+    ]
+    assert [m.text for m in await router.abatch([STEM_Q] * 3, {"max_concurrency": 3})] == [
+        expected
+    ] * 3
     events = [e async for e in router.astream_events(STEM_Q, version="v2")]
-    streamed = "".join(e["data"]["chunk"].text for e in events
-                       if e["event"] == "on_chain_stream" and e["name"] == "test-herd")
+    streamed = "".join(
+        e["data"]["chunk"].text
+        for e in events
+        if e["event"] == "on_chain_stream" and e["name"] == "test-herd"
+    )
     assert streamed == expected
     assert any("expert:stem" in e["tags"] for e in events if e["event"].startswith("on_chat"))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize(("faults", "kind"), [
-    ({"fail_next": 1, "fail_status": 503}, {"server_error", "generation_error"}),
-    ({"fail_next": 1, "fail_status": 500}, {"server_error", "generation_error"}),
-    ({"fail_next": 1, "fail_status": 424}, {"generation_error"}),
-    ({"fail_next": 1, "fail_status": 429}, {"rate_limited"}),
-    ({"fail_next": 1, "fail_status": 422}, {"invalid_input"}),
-    ({"empty_next": 1}, {"empty_answer"}),
-])
-def test_failures_fall_back(servers: dict[str, str], protocol: str, faults: dict[str, Any],
-                            kind: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("faults", "kind"),
+    [
+        ({"fail_next": 1, "fail_status": 503}, {"server_error", "generation_error"}),
+        ({"fail_next": 1, "fail_status": 500}, {"server_error", "generation_error"}),
+        ({"fail_next": 1, "fail_status": 424}, {"generation_error"}),
+        ({"fail_next": 1, "fail_status": 429}, {"rate_limited"}),
+        ({"fail_next": 1, "fail_status": 422}, {"invalid_input"}),
+        ({"empty_next": 1}, {"empty_answer"}),
+    ],
+)
+def test_failures_fall_back(
+    servers: dict[str, str], protocol: str, faults: dict[str, Any], kind: set[str]
+) -> None:
     router = router_for(servers, protocol)
     fault(servers["primary"], **faults)
     answer, decision = router.invoke_with_decision(STEM_Q)
@@ -127,8 +159,9 @@ def test_failures_fall_back(servers: dict[str, str], protocol: str, faults: dict
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_failures_fall_back_async_and_streaming(servers: dict[str, str],
-                                                      protocol: str) -> None:
+async def test_failures_fall_back_async_and_streaming(
+    servers: dict[str, str], protocol: str
+) -> None:
     router = router_for(servers, protocol)
     fault(servers["primary"], fail_next=1, fail_status=503)
     _, decision = await router.ainvoke_with_decision(STEM_Q)
@@ -163,8 +196,9 @@ async def test_timeout_falls_back_sync_and_async(servers: dict[str, str], protoc
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_stream_broken_before_first_token_falls_back(servers: dict[str, str],
-                                                           protocol: str) -> None:
+async def test_stream_broken_before_first_token_falls_back(
+    servers: dict[str, str], protocol: str
+) -> None:
     router = router_for(servers, protocol)
     fault(servers["primary"], drop_stream_after=0)
     text = "".join(c.text for c in router.stream(STEM_Q))
@@ -176,8 +210,9 @@ async def test_stream_broken_before_first_token_falls_back(servers: dict[str, st
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_stream_broken_after_tokens_raises_with_partial(servers: dict[str, str],
-                                                              protocol: str) -> None:
+async def test_stream_broken_after_tokens_raises_with_partial(
+    servers: dict[str, str], protocol: str
+) -> None:
     router = router_for(servers, protocol)
     fault(servers["primary"], drop_stream_after=2)
     received: list[str] = []
@@ -230,8 +265,9 @@ def test_breaker_skips_then_probes_real_server(servers: dict[str, str]) -> None:
     failures_seen = httpx.get(f"{servers['primary']}/_herd/faults").json()["fail_next"]
     _, decision = router.invoke_with_decision(STEM_Q)
     assert "stem" in decision.skipped and decision.attempts[0].expert == "generalist"
-    assert httpx.get(f"{servers['primary']}/_herd/faults").json()["fail_next"] == failures_seen, \
+    assert httpx.get(f"{servers['primary']}/_herd/faults").json()["fail_next"] == failures_seen, (
         "a skipped expert gets no request"
+    )
     httpx.delete(f"{servers['primary']}/_herd/faults")
     time.sleep(2.1)
     _, decision = router.invoke_with_decision(STEM_Q)

@@ -37,12 +37,22 @@ class Recorder(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         self.server.seen.append({k.lower(): v for k, v in self.headers.items()})  # type: ignore[attr-defined]
         if self.path.endswith("/v1/chat/completions"):
-            reply: Any = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                          "system_fingerprint": "t",
-                          "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                                       "message": {"role": "assistant", "content": "chat ok"}}],
-                          "usage": {"prompt_tokens": 1, "completion_tokens": 2,
-                                    "total_tokens": 3}}
+            reply: Any = {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "system_fingerprint": "t",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": "chat ok"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            }
         else:
             assert "inputs" in body
             reply = [{"generated_text": "generate ok"}]
@@ -69,22 +79,36 @@ def recorders() -> Iterator[list[ThreadingHTTPServer]]:
 
 @pytest.mark.parametrize("protocol", ["tgi", "openai"])
 def test_token_only_to_its_endpoint_and_never_leaked(
-        protocol: str, recorders: list[ThreadingHTTPServer], monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    protocol: str,
+    recorders: list[ThreadingHTTPServer],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
     monkeypatch.setenv("HERD_TEST_TOKEN", SECRET)
     open_server, private_server = recorders
-    config = parse_config({
-        "experts": [
-            {"name": "open", "url": f"http://127.0.0.1:{open_server.server_port}",
-             "protocol": protocol, "routes": ["stem"]},
-            {"name": "private", "url": f"http://127.0.0.1:{private_server.server_port}",
-             "protocol": protocol, "routes": ["other"]},
-        ],
-        "auth": [{"token_env": "HERD_TEST_TOKEN", "experts": ["private"]}],
-    })
+    config = parse_config(
+        {
+            "experts": [
+                {
+                    "name": "open",
+                    "url": f"http://127.0.0.1:{open_server.server_port}",
+                    "protocol": protocol,
+                    "routes": ["stem"],
+                },
+                {
+                    "name": "private",
+                    "url": f"http://127.0.0.1:{private_server.server_port}",
+                    "protocol": protocol,
+                    "routes": ["other"],
+                },
+            ],
+            "auth": [{"token_env": "HERD_TEST_TOKEN", "experts": ["private"]}],
+        }
+    )
     router = HerdRouter.from_config(
-        config, classifier=KeywordClassifier({"stem": "integral", "other": "tax"}))
+        config, classifier=KeywordClassifier({"stem": "integral", "other": "tax"})
+    )
     caplog.set_level(logging.DEBUG)
     with collect_runs() as collector:
         router.invoke("an integral please")
@@ -105,11 +129,13 @@ def test_token_only_to_its_endpoint_and_never_leaked(
         "logs": caplog.text,
         "router repr": repr(router) + repr(router.experts),
         "model reprs": " ".join(repr(e.model) + str(e.model) for e in router.experts.values()),
-        "serialized models": json.dumps([dumpd(e.model) for e in router.experts.values()],
-                                        default=str),
+        "serialized models": json.dumps(
+            [dumpd(e.model) for e in router.experts.values()], default=str
+        ),
         "config": repr(config) + config.model_dump_json(),
-        "traces": json.dumps([run.model_dump(mode="json") for run in collector.traced_runs],
-                             default=str),
+        "traces": json.dumps(
+            [run.model_dump(mode="json") for run in collector.traced_runs], default=str
+        ),
     }
     assert collector.traced_runs, "the router must open traced runs"
     for place, text in places.items():

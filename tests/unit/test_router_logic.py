@@ -341,17 +341,22 @@ def test_batch_and_lcel() -> None:
 
 
 async def test_decision_event_reaches_event_stream_even_on_failure() -> None:
-    router = make_router(stem=ScriptedChat(error=refused()), humanities=ScriptedChat(reply="H"),
-                         other=ScriptedChat())
+    router = make_router(
+        stem=ScriptedChat(error=refused()), humanities=ScriptedChat(reply="H"), other=ScriptedChat()
+    )
     events = [e async for e in router.astream_events("integral", version="v2")]
     custom = [e for e in events if e["event"] == "on_custom_event"]
     assert [e["name"] for e in custom] == ["herd_decision"]
     attempts = custom[0]["data"]["attempts"]
-    assert [(a["expert"], a["failure"]) for a in attempts] == [("stem", "connection"),
-                                                               ("humanities", None)]
-    failing = make_router(stem=ScriptedChat(error=refused()),
-                          humanities=ScriptedChat(error=refused()),
-                          other=ScriptedChat(error=refused()))
+    assert [(a["expert"], a["failure"]) for a in attempts] == [
+        ("stem", "connection"),
+        ("humanities", None),
+    ]
+    failing = make_router(
+        stem=ScriptedChat(error=refused()),
+        humanities=ScriptedChat(error=refused()),
+        other=ScriptedChat(error=refused()),
+    )
     seen: list[Any] = []
     with pytest.raises(AllExpertsFailedError):
         async for event in failing.astream_events("integral", version="v2"):
@@ -362,15 +367,19 @@ async def test_decision_event_reaches_event_stream_even_on_failure() -> None:
 
 def test_with_retry_and_with_fallbacks_wrap_the_herd() -> None:
     flaky = ScriptedChat(reply="S", error=refused())
-    router = HerdRouter([Expert("stem", flaky, routes=["stem", "humanities", "other"])],
-                        CLASSIFIER, breaker_threshold=100)
+    router = HerdRouter(
+        [Expert("stem", flaky, routes=["stem", "humanities", "other"])],
+        CLASSIFIER,
+        breaker_threshold=100,
+    )
 
     class HealOnSecondCall(BaseCallbackHandler):
         def on_chain_error(self, error: BaseException, **kwargs: Any) -> None:
             flaky.error = None
 
     answer = router.with_retry(stop_after_attempt=2, wait_exponential_jitter=False).invoke(
-        "integral", {"callbacks": [HealOnSecondCall()]})
+        "integral", {"callbacks": [HealOnSecondCall()]}
+    )
     assert answer.content == "S" and flaky.calls == 2
 
     flaky.error = refused()
