@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -24,11 +24,11 @@ from langchain_herd.server.schemas import ChatRequest
 from langchain_herd.server.sse import (
     SSE_DONE,
     SlotStreamingResponse,
-    StreamDropped,
     error_stream_response,
     sse_event,
 )
 from langchain_herd.server.state import ServerState, parse_body
+from langchain_herd.server.stream_guard import StreamOutcome, guarded, token_events
 from langchain_herd.server.tgi_errors import TGIError
 from langchain_herd.server.validation import ValidatedRequest, chat_parameters, validate_generate
 
@@ -225,37 +225,29 @@ async def _chat_stream(
             }
         )
 
-    sent = 0
-    generated = 0
-    outcome: str | None = None  # what the metrics were told; None when the client went away
-    try:
+    outcome = StreamOutcome()
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        generated = 0
         if empty:
             yield chunk("", "stop", None)
         else:
-            async with aclosing(state.backend.agenerate(validated.plan)) as events:
-                async for event in events:
-                    if not isinstance(event, TokenEvent):
-                        continue
-                    if drop_after is not None and sent >= drop_after:
-                        state.metrics.record_failure("dropped")
-                        outcome = "dropped"
-                        raise StreamDropped(f"stream dropped after {sent} tokens (injected fault)")
-                    sent += 1
-                    # Special tokens (the end-of-turn marker) are not part of the reply's text.
-                    content = "" if event.token.special else event.token.text
-                    logprob = (
-                        {"content": [_logprob_entry(event.token, event.top_tokens)]}
-                        if logprobs
-                        else None
-                    )
-                    reason = _finish_reason(event.finish) if event.finish else None
-                    yield chunk(content, reason, logprob)
-                    if event.finish is not None:
-                        generated = event.finish.generated_tokens
+            async for event in token_events(state, validated.plan, drop_after, outcome):
+                # Special tokens (the end-of-turn marker) are not part of the reply's text.
+                content = "" if event.token.special else event.token.text
+                logprob = (
+                    {"content": [_logprob_entry(event.token, event.top_tokens)]}
+                    if logprobs
+                    else None
+                )
+                reason = _finish_reason(event.finish) if event.finish else None
+                yield chunk(content, reason, logprob)
+                if event.finish is not None:
+                    generated = event.finish.generated_tokens
         state.metrics.record_success(
             time.perf_counter() - started, generated, validated.input_length
         )
-        outcome = "success"
+        outcome.recorded = True
         if include_usage:
             yield sse_event(
                 {
@@ -268,19 +260,7 @@ async def _chat_stream(
                     "usage": _usage(validated, generated),
                 }
             )
-    except StreamDropped:
-        raise  # a deliberate cut, already counted: it must reach uvicorn to close the socket
-    except TGIError as error:
-        state.metrics.record_failure(error.error_type)
-        outcome = error.error_type
-        yield sse_event(error.to_json())
-    except Exception as exc:
-        logger.exception("chat generation failed mid-stream")
-        failure = TGIError.generation(str(exc))
-        state.metrics.record_failure(failure.error_type)
-        outcome = failure.error_type
-        yield sse_event(failure.to_json())
-    finally:
-        if outcome is None:
-            state.metrics.record_failure("cancelled")
+
+    async for data in guarded(state, body(), outcome, "chat generation"):
+        yield data
     yield SSE_DONE

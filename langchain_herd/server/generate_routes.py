@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from langchain_herd.server.generation import Finish, PrefillEvent, TokenEvent, TokenInfo
+from langchain_herd.server.generation import Finish, PrefillEvent, TokenInfo
 from langchain_herd.server.schemas import GenerateParameters, GenerateRequest
 from langchain_herd.server.sse import (
     SlotStreamingResponse,
-    StreamDropped,
     error_stream_response,
     sse_event,
 )
 from langchain_herd.server.state import ServerState, parse_body
+from langchain_herd.server.stream_guard import StreamOutcome, guarded, token_events
 from langchain_herd.server.tgi_errors import TGIError
 from langchain_herd.server.validation import ValidatedRequest, validate_generate
 
@@ -205,7 +205,7 @@ def _error_stream(
     return error_stream_response(error.to_json(), on_close=release)
 
 
-async def _stream_events(
+def _stream_events(
     state: ServerState,
     validated: ValidatedRequest,
     *,
@@ -213,50 +213,42 @@ async def _stream_events(
     drop_after: int | None,
     started: float,
 ) -> AsyncIterator[bytes]:
+    outcome = StreamOutcome()
+    body = _stream_body(
+        state, validated, empty=empty, drop_after=drop_after, started=started, outcome=outcome
+    )
+    return guarded(state, body, outcome, "generation")
+
+
+async def _stream_body(
+    state: ServerState,
+    validated: ValidatedRequest,
+    *,
+    empty: bool,
+    drop_after: int | None,
+    started: float,
+    outcome: StreamOutcome,
+) -> AsyncGenerator[bytes, None]:
+    if empty:
+        finish = _empty_finish(validated)
+        token = TokenInfo(_eos_id(state), "", 0.0, special=True)
+        yield sse_event(_stream_payload(1, token, (), finish, validated))
+        state.metrics.record_success(time.perf_counter() - started, 0, validated.input_length)
+        outcome.recorded = True
+        return
     index = 0
-    outcome: str | None = None  # what the metrics were told; None when the client went away
-    try:
-        if empty:
-            finish = _empty_finish(validated)
-            token = TokenInfo(_eos_id(state), "", 0.0, special=True)
-            yield sse_event(_stream_payload(1, token, (), finish, validated))
-            state.metrics.record_success(time.perf_counter() - started, 0, validated.input_length)
-            outcome = "success"
-            return
-        async with aclosing(state.backend.agenerate(validated.plan)) as events:
-            async for event in events:
-                if not isinstance(event, TokenEvent):
-                    continue
-                if drop_after is not None and index >= drop_after:
-                    state.metrics.record_failure("dropped")
-                    outcome = "dropped"
-                    raise StreamDropped(f"stream dropped after {index} tokens (injected fault)")
-                index += 1
-                yield sse_event(
-                    _stream_payload(index, event.token, event.top_tokens, event.finish, validated)
-                )
-                if event.finish is not None:
-                    state.metrics.record_success(
-                        time.perf_counter() - started,
-                        event.finish.generated_tokens,
-                        validated.input_length,
-                    )
-                    outcome = "success"
-    except StreamDropped:
-        raise  # a deliberate cut, already counted: it must reach uvicorn to close the socket
-    except TGIError as error:
-        state.metrics.record_failure(error.error_type)
-        outcome = error.error_type
-        yield sse_event(error.to_json())
-    except Exception as exc:
-        logger.exception("generation failed mid-stream")
-        failure = TGIError.generation(str(exc))
-        state.metrics.record_failure(failure.error_type)
-        outcome = failure.error_type
-        yield sse_event(failure.to_json())
-    finally:
-        if outcome is None:
-            state.metrics.record_failure("cancelled")
+    async for event in token_events(state, validated.plan, drop_after, outcome):
+        index += 1
+        yield sse_event(
+            _stream_payload(index, event.token, event.top_tokens, event.finish, validated)
+        )
+        if event.finish is not None:
+            state.metrics.record_success(
+                time.perf_counter() - started,
+                event.finish.generated_tokens,
+                validated.input_length,
+            )
+            outcome.recorded = True
 
 
 def _eos_id(state: ServerState) -> int:
