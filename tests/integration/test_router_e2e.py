@@ -282,3 +282,14 @@ async def test_concurrent_requests_through_router(servers: dict[str, str]) -> No
     by_question = {q: a.text for q, a in zip(questions, answers, strict=True)}
     for question, answer in zip(questions, answers, strict=True):
         assert answer.text == by_question[question]
+
+
+async def test_async_calls_overlap(servers: dict[str, str]) -> None:
+    """ainvoke is truly async: four slow requests wait together, not one after another."""
+    router = router_for(servers, "tgi")
+    fault(servers["primary"], latency_ms=600)
+    started = time.perf_counter()
+    answers = await asyncio.gather(*(router.ainvoke(STEM_Q) for _ in range(4)))
+    elapsed = time.perf_counter() - started
+    assert all(a.response_metadata["herd"]["answered_by"] == "stem" for a in answers)
+    assert elapsed < 4 * 0.6, f"4 x 600 ms took {elapsed:.2f}s: calls were serialised"
