@@ -90,8 +90,9 @@ class GenerationParams(_Strict):
 class ExpertConfig(_Strict):
     """One expert endpoint of the herd."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    """Unique name; used in decisions, traces (tag ``expert:<name>``) and route maps."""
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:/-]+$")
+    """Unique name; used in decisions, traces (tag ``expert:<name>``) and route maps. A
+    correctness router's labels are expert names, so hub-style ids (``org/model``) work."""
     url: str
     """Server root, e.g. ``http://tgi-stem:8080`` (not ``/generate`` nor ``/v1``)."""
     protocol: Protocol = "openai"
@@ -149,13 +150,30 @@ class ClassifierRef(_Strict):
 
 
 class PolicyConfig(_Strict):
-    """Which decision policy turns classifier scores into a ranking of experts."""
+    """Which decision policy turns classifier scores into a ranking of experts.
 
-    name: Literal["argmax", "margin"] = "argmax"
+    A value left unset (``margin``, ``threshold``) is taken from the classifier artifact's
+    calibration (``herd calibrate``) when it has one for this policy, else a default.
+    """
+
+    name: Literal["argmax", "margin", "cost", "threshold"] = "argmax"
     """``argmax``: best score first. ``margin``: keep the default expert unless another beats
-    it by ``margin``."""
-    margin: float = Field(default=0.1, ge=0, le=1)
-    """For ``margin``: how much another route's score must exceed the default's."""
+    it by ``margin``. ``cost``: best score minus ``cost_weight`` x the expert's ``cost``.
+    ``threshold``: call ``strong_expert`` only when its score exceeds ``threshold``."""
+    margin: float | None = Field(default=None, ge=0, le=1)
+    """For ``margin``: how much another expert's score must exceed the default's (0.1)."""
+    cost_weight: float = Field(default=0.0, ge=0)
+    """For ``cost``: the price of one unit of expert ``cost`` in score."""
+    strong_expert: str | None = None
+    """For ``threshold``: the expensive expert that is called only when worth it."""
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    """For ``threshold``: the strong expert's score above which it is called (0.5)."""
+
+    @model_validator(mode="after")
+    def _check_threshold(self) -> PolicyConfig:
+        if self.name == "threshold" and not self.strong_expert:
+            raise ValueError("policy threshold needs strong_expert: the expert it guards")
+        return self
 
 
 class RouterConfig(_Strict):
@@ -283,6 +301,11 @@ class HerdConfig(_Strict):
                 raise ValueError(
                     f"auth[{index}].experts names unknown experts {unknown}; known: {names}"
                 )
+        strong = self.router.policy.strong_expert
+        if strong is not None and strong not in known:
+            raise ValueError(
+                f"router.policy.strong_expert {strong!r} is not an expert; choose one of {names}"
+            )
         claimed = [name for auth in self.auth for name in auth.experts]
         twice = sorted({name for name in claimed if claimed.count(name) > 1})
         if twice:

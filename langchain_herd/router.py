@@ -188,6 +188,17 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
         self.label_experts = self._map_labels()
 
     def _map_labels(self) -> dict[str, list[str]]:
+        if getattr(self.classifier, "mode", None) == "correctness":
+            # A correctness router predicts, per expert, whether it answers right: its labels
+            # are the experts it was trained on, and must all be in this herd.
+            missing = [label for label in self.classifier.labels if label not in self.experts]
+            if missing:
+                raise ConfigError(
+                    f"this correctness classifier was trained for experts {missing} that are not "
+                    f"in the herd (herd: {list(self.experts)}); name the herd's experts like the "
+                    f"correctness table's model columns, or train a router for this herd"
+                )
+            return {label: [label] for label in self.classifier.labels}
         mapping: dict[str, list[str]] = {}
         for expert in self.experts.values():
             for label in expert.routes:
@@ -225,10 +236,14 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
 
         herd = config if isinstance(config, HerdConfig) else load_config(config)
         experts = [build_expert(e, herd.token_for(e.name)) for e in herd.experts]
+        classifier = classifier or resolve_classifier(herd.router.classifier.path, herd.base_dir)
+        costs = {e.name: e.cost for e in herd.experts}
+        calibration = getattr(classifier, "calibration", None)
         return cls(
             experts,
-            classifier or resolve_classifier(herd.router.classifier.path, herd.base_dir),
-            policy=policy or policy_from_config(herd.router.policy),
+            classifier,
+            policy=policy
+            or policy_from_config(herd.router.policy, costs=costs, calibration=calibration),
             default_expert=herd.default_expert,
             max_attempts=herd.fallback.max_attempts,
             fallback_on=herd.fallback.on_failures,

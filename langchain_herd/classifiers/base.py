@@ -47,6 +47,11 @@ class SavedClassifier:
     kind: ClassVar[str] = ""
     registry: ClassVar[dict[str, type[SavedClassifier]]] = {}
     labels: list[str]
+    mode: str = "category"
+    """``category``: one score per route label (softmax); ``correctness``: per expert, the
+    probability it answers correctly."""
+    calibration: dict[str, Any] | None = None
+    """A policy value chosen by ``herd calibrate`` (``{"policy", "value", ...}``), if any."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -76,7 +81,11 @@ class SavedClassifier:
                 f"{directory / CONFIG_FILE}: classifier kind {kind!r} is not one this loader "
                 f"knows (known kinds: {known}); was it saved by a newer langchain-herd?"
             )
-        return target._load(directory, config)
+        classifier = target._load(directory, config)
+        classifier.mode = str(config.get("mode", classifier.mode))
+        calibration = config.get("calibration")
+        classifier.calibration = calibration if isinstance(calibration, dict) else None
+        return classifier
 
 
 def read_artifact_config(directory: Path) -> dict[str, Any]:
