@@ -1,10 +1,16 @@
-"""The ``herd`` command: serve, up, route and demo.
+"""The ``herd`` command: serve, up, route, demo, label, train and calibrate.
 
 - ``herd serve``: one local TGI-protocol server (see ``python -m langchain_herd.server -h``).
 - ``herd up CONFIG``: start the config's local servers, wait for health, keep them up.
 - ``herd route CONFIG "question"``: print the decision and the answer.
 - ``herd demo``: start the embedded local herd, route a sample of MMLU questions, and print
   a table and a summary.
+- ``herd label CONFIG DATASET --out DIR``: run a dataset through every expert and score
+  the answers into a correctness table (router ground truth).
+- ``herd train TABLE --mode correctness|category --backend tfidf|embedding|finetune``:
+  train a router classifier.
+- ``herd calibrate ARTIFACT TABLE --policy threshold|margin --expert NAME``: pick the
+  policy's value on labelled questions and store it in the artifact.
 """
 
 from __future__ import annotations
@@ -43,6 +49,45 @@ def cmd_serve(argv: list[str]) -> int:
     from langchain_herd.server.__main__ import serve_main
 
     return serve_main(argv)
+
+
+def cmd_label(argv: list[str]) -> int:
+    from langchain_herd.labeling.cli import label_main
+
+    return label_main(argv)
+
+
+def cmd_train(argv: list[str]) -> int:
+    from langchain_herd.training.cli import train_main
+
+    return train_main(argv)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from langchain_herd.calibration import calibrate_artifact
+
+    result = calibrate_artifact(
+        args.artifact,
+        args.table,
+        policy=args.policy,
+        expert=args.expert,
+        objective=args.objective,
+        target_share=args.target_share,
+        split=args.split,
+        seed=args.seed,
+        write=not args.dry_run,
+    )
+    subject = "strong expert" if result.policy == "threshold" else "calls leaving the default"
+    print(
+        f"{result.policy} = {result.value:g} ({result.objective}"
+        f"{f', target share {result.target_share:g}' if result.target_share is not None else ''})"
+    )
+    print(
+        f"on {result.n_questions} {args.split} questions: accuracy {result.accuracy:.4f}, "
+        f"share of {subject} {result.share:.4f} (expert {result.expert})"
+    )
+    print("not written (--dry-run)" if args.dry_run else f"written to {args.artifact}/config.json")
+    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -256,6 +301,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "serve", help="run one local TGI-protocol server (args: see --help)", add_help=False
     )
+    sub.add_parser(
+        "label", help="label a dataset with every expert (args: see --help)", add_help=False
+    )
+    sub.add_parser("train", help="train a router classifier (args: see --help)", add_help=False)
+    calibrate = sub.add_parser("calibrate", help="calibrate a policy value into an artifact")
+    calibrate.add_argument("artifact", help="classifier directory (a correctness router)")
+    calibrate.add_argument("table", help="correctness table (parquet)")
+    calibrate.add_argument("--policy", choices=["threshold", "margin"], required=True)
+    calibrate.add_argument(
+        "--expert", required=True, help="strong expert (threshold) or default expert (margin)"
+    )
+    calibrate.add_argument("--objective", choices=["accuracy", "share"], default="accuracy")
+    calibrate.add_argument(
+        "--target-share",
+        type=float,
+        default=None,
+        help="for --objective share: wanted share of calls",
+    )
+    calibrate.add_argument(
+        "--split",
+        choices=["train", "test", "all"],
+        default="train",
+        help="which questions (default train: never the held-out ones)",
+    )
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--dry-run", action="store_true", help="print, do not write")
     up = sub.add_parser("up", help="start a config's local servers and wait for health")
     up.add_argument("config")
     up.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for health")
@@ -276,14 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "serve":
-        return cmd_serve(argv[1:])
+    forwarded = {"serve": cmd_serve, "label": cmd_label, "train": cmd_train}
+    if argv and argv[0] in forwarded:
+        return forwarded[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "up":
             return cmd_up(args)
         if args.command == "route":
             return cmd_route(args)
+        if args.command == "calibrate":
+            return cmd_calibrate(args)
         run_demo(args.config, args.questions, args.seed, args.out)
         return 0
     except HerdError as exc:
