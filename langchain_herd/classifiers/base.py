@@ -108,6 +108,6 @@ def read_artifact_config(directory: Path) -> dict[str, Any]:
 def load_classifier(path: str | Path) -> SavedClassifier:
     """Load any registered classifier artifact from ``path``."""
     # Import the built-in kinds so their classes are registered before dispatch.
-    from langchain_herd.classifiers import tfidf  # noqa: F401
+    from langchain_herd.classifiers import embedding, finetuned, tfidf  # noqa: F401
 
     return SavedClassifier.from_pretrained(path)

@@ -7,6 +7,13 @@ n-grams), the idf weights, sublinear tf, the row norm and the softmax over
 ``coef @ x + intercept`` are reimplemented here, and the tests check the result equals
 scikit-learn's ``predict_proba`` to about 1e-12.
 
+Two kinds share the features and the file format: ``tfidf-logreg``
+(:class:`TfidfClassifier`, ``category`` mode: a softmax over route labels) and
+``tfidf-correctness`` (:class:`TfidfCorrectnessClassifier`, ``correctness`` mode: one
+sigmoid per expert, the probability that it answers correctly). They are separate kinds,
+not a flag, so a loader that predates correctness routers refuses such an artifact instead
+of reading its scores as a softmax.
+
 An artifact is a directory: ``config.json`` (kind, labels, tokenizer settings,
 metadata), ``vocab.json`` (the terms, in feature order) and ``model.safetensors``
 (``idf``, ``coef``, ``intercept``). No pickle, so loading one runs none of its author's code.
@@ -29,7 +36,7 @@ from langchain_herd._version import __version__
 from langchain_herd.classifiers.base import CONFIG_FILE, SavedClassifier
 from langchain_herd.errors import ArtifactError, InputError
 
-__all__ = ["DEFAULT_TOKEN_PATTERN", "TfidfClassifier"]
+__all__ = ["DEFAULT_TOKEN_PATTERN", "TfidfClassifier", "TfidfCorrectnessClassifier"]
 
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 """scikit-learn's default word pattern: runs of two or more word characters."""
@@ -43,31 +50,16 @@ _NORMS = ("l1", "l2", None)
 _DTYPES = ("float32", "float64")
 
 
-class TfidfClassifier(SavedClassifier):
-    """Scores texts with TF-IDF features and a multinomial logistic regression.
+class _TfidfLinear(SavedClassifier):
+    """TF-IDF features and one linear score per label, in numpy; subclasses pick the link.
 
-    Build one with :meth:`fit` (or :meth:`from_sklearn`), save it with
-    :meth:`save_pretrained`, load it with :meth:`from_pretrained` or
-    ``langchain_herd.classifiers.base.load_classifier``. Scoring is numpy only.
-
-    Attributes:
-        labels: the route labels, one per column of :meth:`predict_proba`.
-        vocabulary: the feature terms (unigrams, or n-grams joined by one space), in order.
-        metadata: free-form training information saved with the artifact (parameters,
-            data sizes, held-out metrics).
-
-    Example:
-        >>> clf = TfidfClassifier.fit(  # doctest: +SKIP
-        ...     ["integrate x squared", "derivative of sin x", "who wrote hamlet",
-        ...      "the poetry of keats"],
-        ...     ["stem", "stem", "humanities", "humanities"],
-        ... )
-        >>> clf.predict(["the integral of cos x"])  # doctest: +SKIP
-        ['stem']
-        >>> clf.save_pretrained("my-router")  # doctest: +SKIP
+    The shared half of :class:`TfidfClassifier` (softmax over the labels) and
+    :class:`TfidfCorrectnessClassifier` (an independent sigmoid per label): the analyzer,
+    the feature weights, ``decision_function`` and the artifact format.
     """
 
-    kind: ClassVar[str] = "tfidf-logreg"
+    mode: str = "category"
+    """What the scores mean: ``category`` or ``correctness``; set by each subclass."""
 
     def __init__(
         self,
@@ -123,7 +115,7 @@ class TfidfClassifier(SavedClassifier):
 
     def __repr__(self) -> str:
         return (
-            f"TfidfClassifier(labels={self.labels}, n_features={len(self.vocabulary)}, "
+            f"{type(self).__name__}(labels={self.labels}, n_features={len(self.vocabulary)}, "
             f"ngram_range={self.ngram_range}, sublinear_tf={self.sublinear_tf}, "
             f"norm={self.norm!r})"
         )
@@ -148,8 +140,8 @@ class TfidfClassifier(SavedClassifier):
             terms += [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
         return terms
 
-    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
-        """Return label probabilities, shape ``(len(texts), len(labels))``, rows summing to 1.
+    def decision_function(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Return the linear scores ``coef @ x + intercept``, shape ``(len(texts), len(labels))``.
 
         Raises:
             InputError: ``texts`` is a single string, or holds something that is not one.
@@ -176,9 +168,6 @@ class TfidfClassifier(SavedClassifier):
         for k in range(len(self.labels)):
             scores[:, k] = np.bincount(row, weights=contributions[:, k], minlength=n)
         scores += self.intercept
-        scores -= scores.max(axis=1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=1, keepdims=True)
         return scores
 
     def predict(self, texts: Sequence[str]) -> list[str]:
@@ -201,6 +190,172 @@ class TfidfClassifier(SavedClassifier):
                     cols.append(j)
                     counts.append(count)
         return rows, cols, counts
+
+    # ------------------------------------------------------------------ persistence
+
+    def save_pretrained(
+        self, path: str | Path, *, dtype: Literal["float32", "float64"] = "float64"
+    ) -> None:
+        """Write ``config.json``, ``vocab.json`` and ``model.safetensors`` into ``path``.
+
+        Args:
+            path: the directory (created if missing; files of the same names are replaced).
+            dtype: precision of the stored weights; ``"float32"`` halves the file, and
+                shifts probabilities by about 1e-7. Scoring always runs in float64.
+        """
+        from safetensors.numpy import save
+
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "kind": self.kind,
+            "format_version": FORMAT_VERSION,
+            "mode": self.mode,
+            "labels": self.labels,
+            "n_features": len(self.vocabulary),
+            "tokenizer": {
+                "lowercase": self.lowercase,
+                "token_pattern": self.token_pattern,
+                "ngram_range": list(self.ngram_range),
+            },
+            "tfidf": {"sublinear_tf": self.sublinear_tf, "norm": self.norm},
+            "weights_dtype": dtype,
+            "langchain_herd_version": __version__,
+            "metadata": self.metadata,
+        }
+        tensors = {
+            name: np.ascontiguousarray(array, dtype=dtype)
+            for name, array in (
+                ("idf", self.idf),
+                ("coef", self.coef),
+                ("intercept", self.intercept),
+            )
+        }
+        # save() + write_bytes rather than save_file, which creates the file mode 0600 and so
+        # would ship an artifact other users of a shared install cannot read.
+        (directory / WEIGHTS_FILE).write_bytes(save(tensors, metadata={"kind": self.kind}))
+        (directory / VOCAB_FILE).write_text(
+            json.dumps(self.vocabulary, ensure_ascii=False), encoding="utf-8"
+        )
+        (directory / CONFIG_FILE).write_text(
+            json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+
+    @classmethod
+    def _load(cls, path: Path, config: dict[str, Any]) -> _TfidfLinear:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        where = path / CONFIG_FILE
+        version = config.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{where}: format_version {version!r} is not {FORMAT_VERSION}; "
+                "was it saved by a different langchain-herd?"
+            )
+        if config.get("mode", cls.mode) != cls.mode:
+            raise ArtifactError(
+                f"{where}: mode {config.get('mode')!r} does not fit kind {cls.kind!r}, whose "
+                f"mode is {cls.mode!r}; the config was edited or comes from another model"
+            )
+        try:
+            tokenizer = config["tokenizer"]
+            tfidf = config["tfidf"]
+            settings = {
+                "lowercase": _typed(tokenizer["lowercase"], bool, "tokenizer.lowercase"),
+                "token_pattern": _typed(tokenizer["token_pattern"], str, "tokenizer.token_pattern"),
+                "ngram_range": tuple(tokenizer["ngram_range"]),
+                "sublinear_tf": _typed(tfidf["sublinear_tf"], bool, "tfidf.sublinear_tf"),
+                "norm": tfidf["norm"],
+            }
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(
+                f"{where}: missing or malformed tokenizer/tfidf setting ({exc})"
+            ) from exc
+        if len(settings["ngram_range"]) != 2:
+            raise ArtifactError(f"{where}: tokenizer.ngram_range must be two integers")
+        vocab_path = path / VOCAB_FILE
+        weights_path = path / WEIGHTS_FILE
+        for required in (vocab_path, weights_path):
+            if not required.is_file():
+                raise ArtifactError(
+                    f"{path}: {required.name} is missing; a {cls.kind} artifact holds "
+                    f"{CONFIG_FILE}, {VOCAB_FILE} and {WEIGHTS_FILE}"
+                )
+        try:
+            vocabulary = json.loads(vocab_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{vocab_path}: not valid JSON ({exc})") from exc
+        if not isinstance(vocabulary, list) or not all(isinstance(t, str) for t in vocabulary):
+            raise ArtifactError(f"{vocab_path}: expected a JSON list of term strings")
+        try:
+            tensors = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ArtifactError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
+        missing = {"idf", "coef", "intercept"} - set(tensors)
+        if missing:
+            raise ArtifactError(f"{weights_path}: missing tensor(s) {', '.join(sorted(missing))}")
+        n_features = config.get("n_features", len(vocabulary))
+        if n_features != len(vocabulary):
+            raise ArtifactError(
+                f"{path}: config.json says n_features={n_features} but {VOCAB_FILE} holds "
+                f"{len(vocabulary)} terms; the files come from different models"
+            )
+        try:
+            return cls(
+                labels=config["labels"],
+                vocabulary=vocabulary,
+                idf=tensors["idf"],
+                coef=tensors["coef"],
+                intercept=tensors["intercept"],
+                metadata=config.get("metadata") or {},
+                **settings,
+            )
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}") from exc
+
+
+class TfidfClassifier(_TfidfLinear):
+    """Scores texts with TF-IDF features and a multinomial logistic regression.
+
+    Build one with :meth:`fit` (or :meth:`from_sklearn`), save it with
+    :meth:`save_pretrained`, load it with :meth:`from_pretrained` or
+    ``langchain_herd.classifiers.base.load_classifier``. Scoring is numpy only.
+
+    Attributes:
+        labels: the route labels, one per column of :meth:`predict_proba`.
+        vocabulary: the feature terms (unigrams, or n-grams joined by one space), in order.
+        metadata: free-form training information saved with the artifact (parameters,
+            data sizes, held-out metrics).
+
+    Example:
+        >>> clf = TfidfClassifier.fit(  # doctest: +SKIP
+        ...     ["integrate x squared", "derivative of sin x", "who wrote hamlet",
+        ...      "the poetry of keats"],
+        ...     ["stem", "stem", "humanities", "humanities"],
+        ... )
+        >>> clf.predict(["the integral of cos x"])  # doctest: +SKIP
+        ['stem']
+        >>> clf.save_pretrained("my-router")  # doctest: +SKIP
+    """
+
+    kind: ClassVar[str] = "tfidf-logreg"
+    mode: str = "category"
+    """What the scores mean: ``category`` (one route label per query, rows sum to 1)."""
+
+    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Return label probabilities, shape ``(len(texts), len(labels))``, rows summing to 1.
+
+        Raises:
+            InputError: ``texts`` is a single string, or holds something that is not one.
+        """
+        scores = self.decision_function(texts)
+        scores -= scores.max(axis=1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=1, keepdims=True)
+        return scores
 
     # ------------------------------------------------------------------ training
 
@@ -386,124 +541,179 @@ class TfidfClassifier(SavedClassifier):
             metadata=metadata,
         )
 
-    # ------------------------------------------------------------------ persistence
 
-    def save_pretrained(
-        self, path: str | Path, *, dtype: Literal["float32", "float64"] = "float64"
-    ) -> None:
-        """Write ``config.json``, ``vocab.json`` and ``model.safetensors`` into ``path``.
+class TfidfCorrectnessClassifier(_TfidfLinear):
+    """Predicts, for each expert, the probability that it answers a query correctly.
 
-        Args:
-            path: the directory (created if missing; files of the same names are replaced).
-            dtype: precision of the stored weights; ``"float32"`` halves the file, and
-                shifts probabilities by about 1e-7. Scoring always runs in float64.
+    TF-IDF features (as :class:`TfidfClassifier`) and one binary logistic regression per
+    expert: ``predict_proba`` returns an independent sigmoid per label, so rows do not sum
+    to 1. The labels are expert (model) names; a router picks the expert with the highest
+    predicted correctness, or weighs it against cost. Training takes soft labels (values
+    in ``[0, 1]``, e.g. a judge's confidence) and skips missing results (NaN) per expert.
+
+    Example:
+        >>> clf = TfidfCorrectnessClassifier.fit(  # doctest: +SKIP
+        ...     ["integrate x squared", "who wrote hamlet", "derivative of sin x"],
+        ...     [[1, 0], [0, 1], [1, float("nan")]],
+        ...     labels=["math-7b", "general-7b"],
+        ... )
+        >>> clf.predict_proba(["the integral of cos x"])  # doctest: +SKIP
+        array([[0.71, 0.42]])
+    """
+
+    kind: ClassVar[str] = "tfidf-correctness"
+    mode: str = "correctness"
+
+    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Return, per text and expert, the probability of a correct answer (independent).
+
+        Raises:
+            InputError: ``texts`` is a single string, or holds something that is not one.
         """
-        from safetensors.numpy import save
-
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        directory = Path(path)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {
-            "kind": self.kind,
-            "format_version": FORMAT_VERSION,
-            "labels": self.labels,
-            "n_features": len(self.vocabulary),
-            "tokenizer": {
-                "lowercase": self.lowercase,
-                "token_pattern": self.token_pattern,
-                "ngram_range": list(self.ngram_range),
-            },
-            "tfidf": {"sublinear_tf": self.sublinear_tf, "norm": self.norm},
-            "weights_dtype": dtype,
-            "langchain_herd_version": __version__,
-            "metadata": self.metadata,
-        }
-        tensors = {
-            name: np.ascontiguousarray(array, dtype=dtype)
-            for name, array in (
-                ("idf", self.idf),
-                ("coef", self.coef),
-                ("intercept", self.intercept),
-            )
-        }
-        # save() + write_bytes rather than save_file, which creates the file mode 0600 and so
-        # would ship an artifact other users of a shared install cannot read.
-        (directory / WEIGHTS_FILE).write_bytes(save(tensors, metadata={"kind": self.kind}))
-        (directory / VOCAB_FILE).write_text(
-            json.dumps(self.vocabulary, ensure_ascii=False), encoding="utf-8"
-        )
-        (directory / CONFIG_FILE).write_text(
-            json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        scores = self.decision_function(texts)
+        # exp of a negative number only: no overflow warning for large |scores|.
+        positive = scores >= 0.0
+        out = np.empty_like(scores)
+        out[positive] = 1.0 / (1.0 + np.exp(-scores[positive]))
+        e = np.exp(scores[~positive])
+        out[~positive] = e / (1.0 + e)
+        return out
 
     @classmethod
-    def _load(cls, path: Path, config: dict[str, Any]) -> TfidfClassifier:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+    def fit(
+        cls,
+        texts: Sequence[str],
+        targets: npt.ArrayLike,
+        labels: Sequence[str],
+        *,
+        C: float | Sequence[float] = 1.0,
+        max_features: int | None = 50_000,
+        ngram_range: tuple[int, int] = (1, 2),
+        min_df: int | float = 1,
+        max_df: int | float = 1.0,
+        sublinear_tf: bool = True,
+        lowercase: bool = True,
+        token_pattern: str = DEFAULT_TOKEN_PATTERN,
+        norm: Norm = "l2",
+        max_iter: int = 2000,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TfidfCorrectnessClassifier:
+        """Train one TF-IDF vocabulary and one logistic regression per expert (scikit-learn).
 
-        where = path / CONFIG_FILE
-        version = config.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ArtifactError(
-                f"{where}: format_version {version!r} is not {FORMAT_VERSION}; "
-                "was it saved by a different langchain-herd?"
-            )
+        Args:
+            texts: training texts.
+            targets: shape ``(len(texts), len(labels))``: 1 correct, 0 wrong, a value in
+                between for a soft label, NaN for no result (that row is left out of that
+                expert's fit only).
+            labels: the expert names, one per column of ``targets``.
+            C: inverse L2 regularisation strength, one for all experts or one per expert.
+            max_features, ngram_range, min_df, max_df, sublinear_tf, lowercase,
+                token_pattern, norm: TF-IDF settings, as in :meth:`TfidfClassifier.fit`.
+            max_iter: lbfgs iterations per expert.
+            metadata: extra information to save with the artifact.
+
+        Raises:
+            ImportError: scikit-learn is not installed.
+            ValueError: shapes do not match, a target is outside ``[0, 1]``, or an expert
+                has no observed row.
+        """
         try:
-            tokenizer = config["tokenizer"]
-            tfidf = config["tfidf"]
-            settings = {
-                "lowercase": _typed(tokenizer["lowercase"], bool, "tokenizer.lowercase"),
-                "token_pattern": _typed(tokenizer["token_pattern"], str, "tokenizer.token_pattern"),
-                "ngram_range": tuple(tokenizer["ngram_range"]),
-                "sublinear_tf": _typed(tfidf["sublinear_tf"], bool, "tfidf.sublinear_tf"),
-                "norm": tfidf["norm"],
-            }
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(
-                f"{where}: missing or malformed tokenizer/tfidf setting ({exc})"
+            import sklearn
+            from sklearn.feature_extraction.text import TfidfVectorizer
+            from sklearn.linear_model import LogisticRegression
+        except ImportError as exc:
+            raise ImportError(
+                "TfidfCorrectnessClassifier.fit needs scikit-learn; install it with "
+                "`pip install 'langchain-herd[train]'` (inference does not need it)"
             ) from exc
-        if len(settings["ngram_range"]) != 2:
-            raise ArtifactError(f"{where}: tokenizer.ngram_range must be two integers")
-        vocab_path = path / VOCAB_FILE
-        weights_path = path / WEIGHTS_FILE
-        for required in (vocab_path, weights_path):
-            if not required.is_file():
-                raise ArtifactError(
-                    f"{path}: {required.name} is missing; a {cls.kind} artifact holds "
-                    f"{CONFIG_FILE}, {VOCAB_FILE} and {WEIGHTS_FILE}"
-                )
-        try:
-            vocabulary = json.loads(vocab_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{vocab_path}: not valid JSON ({exc})") from exc
-        if not isinstance(vocabulary, list) or not all(isinstance(t, str) for t in vocabulary):
-            raise ArtifactError(f"{vocab_path}: expected a JSON list of term strings")
-        try:
-            tensors = load_file(str(weights_path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ArtifactError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
-        missing = {"idf", "coef", "intercept"} - set(tensors)
-        if missing:
-            raise ArtifactError(f"{weights_path}: missing tensor(s) {', '.join(sorted(missing))}")
-        n_features = config.get("n_features", len(vocabulary))
-        if n_features != len(vocabulary):
-            raise ArtifactError(
-                f"{path}: config.json says n_features={n_features} but {VOCAB_FILE} holds "
-                f"{len(vocabulary)} terms; the files come from different models"
+        y = np.asarray(targets, dtype=np.float64)
+        names = [str(label) for label in labels]
+        if isinstance(texts, str) or y.ndim != 2 or y.shape != (len(texts), len(names)):
+            raise ValueError(
+                f"targets must have shape (texts, labels) = ({len(texts)}, {len(names)}), "
+                f"got {y.shape}"
             )
-        try:
-            return cls(
-                labels=config["labels"],
-                vocabulary=vocabulary,
-                idf=tensors["idf"],
-                coef=tensors["coef"],
-                intercept=tensors["intercept"],
-                metadata=config.get("metadata") or {},
-                **settings,
-            )
-        except ArtifactError as exc:
-            raise ArtifactError(f"{path}: {exc}") from exc
+        observed = ~np.isnan(y)
+        if np.any((y[observed] < 0.0) | (y[observed] > 1.0)):
+            raise ValueError("targets must lie in [0, 1] (or be NaN for no result)")
+        empty = [name for name, n in zip(names, observed.sum(axis=0), strict=True) if n == 0]
+        if empty:
+            raise ValueError(f"no observed target for expert(s) {empty}; drop them or label them")
+        costs = [float(C)] * len(names) if isinstance(C, int | float) else [float(c) for c in C]
+        if len(costs) != len(names):
+            raise ValueError(f"C has {len(costs)} values for {len(names)} labels")
+        vectorizer = TfidfVectorizer(
+            lowercase=lowercase,
+            token_pattern=token_pattern,
+            ngram_range=ngram_range,
+            max_features=max_features,
+            min_df=min_df,
+            max_df=max_df,
+            sublinear_tf=sublinear_tf,
+            norm=norm,
+            dtype=np.float64,
+        )
+        features = vectorizer.fit_transform(list(texts))
+        coef = np.zeros((len(names), features.shape[1]))
+        intercept = np.zeros(len(names))
+        converged = []
+        for j, c in enumerate(costs):
+            rows = np.flatnonzero(observed[:, j])
+            soft = y[rows, j]
+            if np.all(soft == soft[0]) and soft[0] in (0.0, 1.0):
+                # One class only: logistic regression is undefined; predict the (clipped) rate.
+                rate = float(np.clip(soft[0], 1e-3, 1.0 - 1e-3))
+                intercept[j] = np.log(rate / (1.0 - rate))
+                converged.append(True)
+                continue
+            # A soft label y is the row twice: class 1 with weight y, class 0 with weight 1 - y,
+            # which is exactly the cross-entropy against y. Zero-weight copies are dropped.
+            weights = np.concatenate([soft, 1.0 - soft])
+            keep = weights > 0.0
+            doubled = np.concatenate([rows, rows])[keep]
+            classes = np.concatenate([np.ones(len(rows)), np.zeros(len(rows))])[keep]
+            model = LogisticRegression(C=c, max_iter=max_iter)
+            model.fit(features[doubled], classes, sample_weight=weights[keep])
+            coef[j] = model.coef_[0]
+            intercept[j] = model.intercept_[0]
+            converged.append(bool(np.all(np.asarray(model.n_iter_) < max_iter)))
+        vocab = vectorizer.vocabulary_
+        terms = [""] * len(vocab)
+        for term, index in vocab.items():
+            terms[index] = term
+        info: dict[str, Any] = {
+            "trainer": "TfidfCorrectnessClassifier.fit",
+            "sklearn_version": sklearn.__version__,
+            "n_train": len(texts),
+            "n_observed": {
+                name: int(n) for name, n in zip(names, observed.sum(axis=0), strict=True)
+            },
+            "params": {
+                "max_features": max_features,
+                "C": dict(zip(names, costs, strict=True)),
+                "ngram_range": list(ngram_range),
+                "min_df": min_df,
+                "max_df": max_df,
+                "sublinear_tf": sublinear_tf,
+                "norm": norm,
+                "max_iter": max_iter,
+            },
+            "converged": all(converged),
+        }
+        info.update(metadata or {})
+        return cls(
+            labels=names,
+            vocabulary=terms,
+            idf=vectorizer.idf_,
+            coef=coef,
+            intercept=intercept,
+            ngram_range=ngram_range,
+            lowercase=lowercase,
+            token_pattern=token_pattern,
+            sublinear_tf=sublinear_tf,
+            norm=norm,
+            metadata=info,
+        )
 
 
 def _typed(value: Any, kind: type, name: str) -> Any:
