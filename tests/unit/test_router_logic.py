@@ -386,3 +386,18 @@ def test_with_retry_and_with_fallbacks_wrap_the_herd() -> None:
     backup = ScriptedChat(reply="from the backup")
     safe = router.with_fallbacks([backup], exceptions_to_handle=(AllExpertsFailedError,))
     assert safe.invoke("integral").content == "from the backup"
+
+
+class CorrectnessScores(KeywordClassifier):
+    mode = "correctness"
+
+
+def test_correctness_router_scores_experts_by_name() -> None:
+    classifier = CorrectnessScores({"stem": "integral", "humanities": "poem"})
+    router = HerdRouter(
+        [Expert("stem", ScriptedChat(reply="S")), Expert("humanities", ScriptedChat(reply="H"))],
+        classifier,
+    )
+    assert router.invoke("a poem").content == "H"
+    with pytest.raises(ConfigError, match=r"trained for experts \['humanities'\] that are not"):
+        HerdRouter([Expert("stem", ScriptedChat()), Expert("poetry", ScriptedChat())], classifier)
