@@ -418,7 +418,8 @@ class TfidfClassifier(_TfidfLinear):
             )
         if len(set(labels)) < 2:
             raise ValueError("fit needs at least two distinct labels")
-        vectorizer = TfidfVectorizer(
+        vectorizer = _vectorizer(
+            TfidfVectorizer,
             lowercase=lowercase,
             token_pattern=token_pattern,
             ngram_range=ngram_range,
@@ -427,7 +428,6 @@ class TfidfClassifier(_TfidfLinear):
             max_df=max_df,
             sublinear_tf=sublinear_tf,
             norm=norm,
-            dtype=np.float64,
         )
         features = vectorizer.fit_transform(list(texts))
         model = LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight)
@@ -642,7 +642,8 @@ class TfidfCorrectnessClassifier(_TfidfLinear):
         costs = [float(C)] * len(names) if isinstance(C, int | float) else [float(c) for c in C]
         if len(costs) != len(names):
             raise ValueError(f"C has {len(costs)} values for {len(names)} labels")
-        vectorizer = TfidfVectorizer(
+        vectorizer = _vectorizer(
+            TfidfVectorizer,
             lowercase=lowercase,
             token_pattern=token_pattern,
             ngram_range=ngram_range,
@@ -651,7 +652,6 @@ class TfidfCorrectnessClassifier(_TfidfLinear):
             max_df=max_df,
             sublinear_tf=sublinear_tf,
             norm=norm,
-            dtype=np.float64,
         )
         features = vectorizer.fit_transform(list(texts))
         coef = np.zeros((len(names), features.shape[1]))
@@ -765,3 +765,8 @@ def _check_weights(
             )
         if not np.all(np.isfinite(array)):
             raise ArtifactError(f"{name} holds NaN or infinite values")
+
+
+def _vectorizer(factory: Any, **settings: Any) -> Any:
+    """The sklearn vectorizer both TF-IDF kinds fit; float64 so numpy inference matches."""
+    return factory(**settings, dtype=np.float64)
