@@ -153,9 +153,10 @@ def calibrate_artifact(
     expert: str,
     objective: Objective = "accuracy",
     target_share: float | None = None,
-    split: str = "train",
+    split: str = "validation",
     seed: int = 0,
     test_share: float = 0.2,
+    val_share: float = 0.15,
     write: bool = True,
 ) -> Calibration:
     """Calibrate a correctness classifier's policy value on a correctness table.
@@ -167,9 +168,12 @@ def calibrate_artifact(
         expert: the strong expert (threshold) or the default expert (margin).
         objective: ``accuracy`` or ``share`` (of calls, see ``Calibration.share``).
         target_share: for ``share``.
-        split: which rows: ``train`` (never the held-out questions), ``test`` or ``all``.
-        seed: split seed for tables without a ``split`` column.
+        split: which rows: ``validation`` (a seeded ``val_share`` of the training rows),
+            ``train``, ``test`` or ``all``. The default never touches held-out questions.
+        seed: seed of the split (tables without a ``split`` column) and of the validation
+            share.
         test_share: held-out share for tables without a ``split`` column.
+        val_share: share of the training rows used for ``validation``.
         write: store the result in the artifact.
     """
     from langchain_herd.tables import read_correctness_table
@@ -191,7 +195,11 @@ def calibrate_artifact(
         rows = data.frame
     else:
         train, test = data.split(seed=seed, test_share=test_share)
-        rows = train if split == "train" else test
+        chosen = {"train": train, "test": test}.get(split)
+        if chosen is None:
+            order = np.random.default_rng([seed, 2]).permutation(len(train))
+            chosen = train.iloc[np.sort(order[: max(1, round(val_share * len(train)))])]
+        rows = chosen
     scores = classifier.predict_proba(rows["prompt"].astype(str).tolist())
     correct = rows[classifier.labels].astype("float64").to_numpy()
     result = calibrate_scores(

@@ -321,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument(
         "--split",
-        choices=["train", "test", "all"],
-        default="train",
-        help="which questions (default train: never the held-out ones)",
+        choices=["validation", "train", "test", "all"],
+        default="validation",
+        help="which questions (default: a seeded validation share of the training rows)",
     )
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--dry-run", action="store_true", help="print, do not write")
