@@ -3,7 +3,7 @@
 1. Label a seeded sample of MMLU questions with every expert of `tgi_configs/local.yaml`
    (four SmolLM2 subject experts), scoring each answer by its option letter.
 2. Train a Herd-style `correctness` router (TF-IDF backend) on the resulting table.
-3. Calibrate the `margin` policy on the training questions for best accuracy.
+3. Calibrate the `margin` policy on a validation share of the training questions.
 4. Route held-out questions with the new router.
 
 The models are tiny (135M), so the scores are low: the point is that every step runs for
@@ -53,7 +53,7 @@ def run(config_path: Path, questions: int, out: Path, seed: int = 0) -> None:
         )
         print(
             f"calibrated margin {calibration.value:g}: accuracy {calibration.accuracy:.3f} "
-            f"on {calibration.n_questions} training questions"
+            f"on {calibration.n_questions} validation questions"
         )
 
         data = config.model_dump(mode="json")
