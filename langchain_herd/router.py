@@ -362,10 +362,11 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
                     if trial.failed(exc) is None:
                         raise
                     continue
+                else:
+                    trial.succeeded()
+                    return self._finish(answer, decision)
                 finally:
                     trial.abandon()
-                trial.succeeded()
-                return self._finish(answer, decision)
             raise AllExpertsFailedError(decision)
 
         return self._call_with_config(run, input, self._traced_config(config, decision))
@@ -401,10 +402,11 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
                     if trial.failed(exc) is None:
                         raise
                     continue
+                else:
+                    trial.succeeded()
+                    return self._finish(answer, decision)
                 finally:
                     trial.abandon()
-                trial.succeeded()
-                return self._finish(answer, decision)
             raise AllExpertsFailedError(decision)
 
         return await self._acall_with_config(run, input, self._traced_config(config, decision))
