@@ -1,4 +1,4 @@
-"""The ``herd`` command: serve, up, route, demo, label, train and calibrate.
+"""The ``herd`` command: serve, up, route, demo, label, train, eval and calibrate.
 
 - ``herd serve``: one local TGI-protocol server (see ``python -m langchain_herd.server -h``).
 - ``herd up CONFIG``: start the config's local servers, wait for health, keep them up.
@@ -9,6 +9,8 @@
   the answers into a correctness table (router ground truth).
 - ``herd train TABLE --mode correctness|category --backend tfidf|embedding|finetune``:
   train a router classifier.
+- ``herd eval TABLE --out DIR``: compare routers and baselines on held-out questions
+  (accuracy, cost, oracle gap, PGR/APGR/CPT, AIQ, ECE; JSON, Markdown and plots).
 - ``herd calibrate ARTIFACT TABLE --policy threshold|margin --expert NAME``: pick the
   policy's value on labelled questions and store it in the artifact.
 """
@@ -55,6 +57,12 @@ def cmd_label(argv: list[str]) -> int:
     from langchain_herd.labeling.cli import label_main
 
     return label_main(argv)
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from langchain_herd.evaluation.cli import eval_main
+
+    return eval_main(argv)
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -305,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
         "label", help="label a dataset with every expert (args: see --help)", add_help=False
     )
     sub.add_parser("train", help="train a router classifier (args: see --help)", add_help=False)
+    sub.add_parser(
+        "eval", help="compare routers and baselines on held-out questions", add_help=False
+    )
     calibrate = sub.add_parser("calibrate", help="calibrate a policy value into an artifact")
     calibrate.add_argument("artifact", help="classifier directory (a correctness router)")
     calibrate.add_argument("table", help="correctness table (parquet)")
@@ -347,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    forwarded = {"serve": cmd_serve, "label": cmd_label, "train": cmd_train}
+    forwarded = {"serve": cmd_serve, "label": cmd_label, "train": cmd_train, "eval": cmd_eval}
     if argv and argv[0] in forwarded:
         return forwarded[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)

@@ -1,0 +1,220 @@
+"""The Markdown report and PNG plots of an evaluation (the dict :func:`evaluate` returns)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["headline", "markdown_report", "write_plots"]
+
+
+def _pm(stats: dict[str, Any] | None, digits: int = 3, percent: bool = False) -> str:
+    """``mean ± std`` (or ``mean`` for one seed); ``-`` when there is no figure."""
+    if not stats:
+        return "-"
+    scale, suffix = (100.0, "%") if percent else (1.0, "")
+    mean = f"{stats['mean'] * scale:.{digits}f}{suffix}"
+    if stats.get("n", 1) > 1:
+        return f"{mean} ± {stats['std'] * scale:.{digits}f}"
+    return mean
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The best non-bound router by mean held-out accuracy, and how it compares."""
+    routers = {
+        name: r
+        for name, r in report["routers"].items()
+        if r["family"] != "bound" and r["summary"].get("accuracy")
+    }
+    if not routers:
+        return {}
+    name = max(routers, key=lambda n: routers[n]["summary"]["accuracy"]["mean"])
+    summary = routers[name]["summary"]
+    base = report["baselines"]["summary"]
+    return {
+        "router": name,
+        "accuracy": summary["accuracy"]["mean"],
+        "cost": summary["cost"]["mean"],
+        "oracle_gap_closed": (summary.get("oracle_gap_closed") or {}).get("mean"),
+        "best_single_accuracy": base["best_single_accuracy"]["mean"],
+        "oracle_accuracy": base["oracle_accuracy"]["mean"],
+    }
+
+
+def markdown_report(report: dict[str, Any], *, title: str | None = None) -> str:
+    """A readable report: setup, the router table, baselines, shares and per-group figures."""
+    data, split = report["data"], report["split"]
+    base = report["baselines"]["summary"]
+    pair = report.get("pair")
+    seeds = split["seeds"]
+    lines = [
+        f"# {title or 'herd eval: ' + Path(data['file']).name}",
+        "",
+        f"- Table: `{data['file']}`"
+        + (f", rows where {', '.join(data['where'])}" if data["where"] else "")
+        + f": {data['rows']} questions"
+        + (
+            f" ({data['rows_without_every_result']} without a result from every herd model "
+            f"left out)"
+            if data["rows_without_every_result"]
+            else ""
+        ),
+        f"- Herd: {len(data['models'])} models; cost = {data['cost_unit']} per query",
+        "- Split: "
+        + (
+            "the table's own `split` column; seeds vary training only"
+            if split["method"] == "column"
+            else f"seeded random, {split['test_share']:.0%} of questions held out per seed"
+        )
+        + f"; seeds {seeds}; held-out questions per seed {sorted(set(split['n_test']))}",
+        "- Every figure is on held-out questions: mean ± standard deviation over seeds.",
+    ]
+    if pair:
+        lines.append(f"- Strong/weak pair: strong `{pair['strong']}`, weak `{pair['weak']}`")
+    if data.get("reference"):
+        lines.append(
+            f"- Reference (not routed to): `{data['reference']}`, accuracy "
+            f"{_pm(base.get('reference_accuracy'))}"
+        )
+    lines += [
+        "",
+        "## Routers",
+        "",
+        "| router | family | accuracy | cost/query | oracle gap closed | AIQ | ECE |"
+        + (" APGR | CPT(50%) | CPT(80%) |" if pair else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|---|" if pair else ""),
+    ]
+    for name, router in report["routers"].items():
+        s = router["summary"]
+        row = (
+            f"| {name} | {router['family']} | {_pm(s.get('accuracy'))} | "
+            f"{_pm(s.get('cost'), 2)} | {_pm(s.get('oracle_gap_closed'), 3)} | "
+            f"{_pm(s.get('aiq'))} | {_pm(s.get('ece'))} |"
+        )
+        if pair:
+            row += (
+                f" {_pm(s.get('apgr'))} | {_pm(s.get('cpt50'), 1, True)} | "
+                f"{_pm(s.get('cpt80'), 1, True)} |"
+            )
+        lines.append(row)
+    vote = report.get("majority_vote")
+    if vote:
+        lines.append(
+            f"| majority vote | ensemble | {_pm(vote['accuracy'])} | {vote['cost']:.2f} | "
+            f"{_pm(vote['oracle_gap_closed'])} | - | - |" + (" - | - | - |" if pair else "")
+        )
+    lines += [
+        "",
+        f"Best single model (chosen on train): {', '.join(base['best_single_chosen'])}, "
+        f"accuracy {_pm(base['best_single_accuracy'])}; oracle {_pm(base['oracle_accuracy'])}.",
+        "Oracle gap closed = (router - best single) / (oracle - best single). AIQ: area under "
+        "the non-decreasing convex hull of the cost-accuracy frontier swept over the cost "
+        "weight, over the cost range. ECE: calibration of predicted correctness (routers that "
+        "predict it).",
+    ]
+    hl = headline(report)
+    if hl:
+        lines += [
+            "",
+            f"**Best router here: `{hl['router']}`**, accuracy {hl['accuracy']:.4f} vs best "
+            f"single {hl['best_single_accuracy']:.4f} (oracle {hl['oracle_accuracy']:.4f}), "
+            f"cost {hl['cost']:.2f} per query. It is picked by held-out accuracy among the "
+            f"routers listed, so read it as an upper estimate.",
+        ]
+    lines += ["", "## Models", "", "| model | accuracy | cost |", "|---|---|---|"]
+    for model, m in base["models"].items():
+        lines.append(f"| {model} | {m['accuracy']:.4f} | {m['cost']:g} |")
+    models = list(base["models"])
+    lines += [
+        "",
+        "## Share of calls per model",
+        "",
+        "| router | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for name, router in report["routers"].items():
+        shares = router["summary"]["shares"]
+        lines.append(f"| {name} | " + " | ".join(f"{shares[m]:.2f}" for m in models) + " |")
+    groups = sorted({g for r in report["routers"].values() for g in r["summary"]["by_label"]})
+    if groups:
+        lines += [
+            "",
+            "## Accuracy per MMLU group",
+            "",
+            "| router | " + " | ".join(groups) + " |",
+            "|---|" + "---|" * len(groups),
+        ]
+        for name, router in report["routers"].items():
+            by = router["summary"]["by_label"]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{by[g]:.3f}" if g in by else "-" for g in groups)
+                + " |"
+            )
+    if report.get("skipped"):
+        lines += ["", "## Not run", ""]
+        lines += [f"- `{name}`: {why}" for name, why in report["skipped"].items()]
+    lines += ["", "## Plots", "", "![cost-accuracy frontier](frontier.png)"]
+    if pair:
+        lines.append("![PGR curves](pgr.png)")
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """``frontier.png`` (every router's cost-accuracy frontier, single models, vote,
+    reference) and, for a pair, ``pgr.png``. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display
+    import matplotlib.pyplot as plt
+
+    written = []
+    base = report["baselines"]["summary"]
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for name, router in report["routers"].items():
+        points = sorted((p["cost"], p["accuracy"]) for p in router["summary"]["frontier"])
+        style = "--" if router["family"] in ("bound", "baseline") else "-"
+        ax.plot([c for c, _ in points], [a for _, a in points], style, marker=".", label=name)
+    for model, m in base["models"].items():
+        ax.scatter([m["cost"]], [m["accuracy"]], color="black", marker="x", zorder=3)
+        ax.annotate(model.split("/")[-1], (m["cost"], m["accuracy"]), fontsize=6)
+    vote = report.get("majority_vote")
+    if vote:
+        ax.scatter([vote["cost"]], [vote["accuracy"]["mean"]], marker="*", s=120, label="vote")
+    if base.get("reference_accuracy"):
+        ax.axhline(
+            base["reference_accuracy"]["mean"],
+            color="grey",
+            linestyle=":",
+            label=f"reference {report['data']['reference']}",
+        )
+    ax.set_xlabel(f"cost per query ({report['data']['cost_unit']})")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(f"Cost-accuracy frontier: {Path(report['data']['file']).name}")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    written.append(out_dir / "frontier.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    if report.get("pair"):
+        fig, ax = plt.subplots(figsize=(7, 6))
+        for name, router in report["routers"].items():
+            curve = router["summary"].get("pgr_curve")
+            if curve:
+                ax.plot(
+                    curve["share"],
+                    [float("nan") if v is None else v for v in curve["pgr"]],
+                    label=f"{name} (APGR {_pm(router['summary'].get('apgr'))})",
+                )
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random (expected)")
+        ax.set_xlabel(f"share of calls to the strong model ({report['pair']['strong']})")
+        ax.set_ylabel("performance gap recovered")
+        ax.set_title("PGR curves (RouteLLM)")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(out_dir / "pgr.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
