@@ -18,7 +18,7 @@ Figures are reported as ratios against a baseline of the same run too: each back
 single-query p50 over the trained tfidf's, and each batched throughput over the same
 backend's single-query throughput.
 
-    .venv/bin/python bench/decision_time.py [--queries 256] [--rounds 3] [--train-rows 400]
+    .venv/bin/python bench/decision_time.py [--queries 128] [--rounds 3] [--train-rows 400]
         [--torch-threads 1] [--quick] [--out bench/results/decision_time.json]
 """
 
@@ -261,7 +261,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--queries", type=int, default=256, help="timed query texts")
+    parser.add_argument("--queries", type=int, default=128, help="timed query texts")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds")
     parser.add_argument("--train-rows", type=int, default=400, help="rows of the training table")
     parser.add_argument("--finetune-rows", type=int, default=200, help="finetune's row cap")

@@ -9,24 +9,74 @@ Example:
         print(router.invoke("What is 2 + 2?").content)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from langchain_herd._version import __version__
-from langchain_herd.breaker import CircuitBreaker
-from langchain_herd.classifiers.base import Classifier, SavedClassifier, load_classifier
-from langchain_herd.config import HerdConfig, load_config
-from langchain_herd.decision import Attempt, RouteDecision
-from langchain_herd.errors import (
-    AllExpertsFailedError,
-    ArtifactError,
-    ConfigError,
-    EmptyAnswerError,
-    ExpertError,
-    HerdError,
-    InputError,
-    StreamInterruptedError,
-)
-from langchain_herd.experts import Expert, TGIGenerateChat, build_chat_model, build_expert
-from langchain_herd.policies import ArgmaxPolicy, MarginPolicy, Policy
-from langchain_herd.router import HerdRouter
+
+if TYPE_CHECKING:
+    from langchain_herd.breaker import CircuitBreaker
+    from langchain_herd.classifiers.base import Classifier, SavedClassifier, load_classifier
+    from langchain_herd.config import HerdConfig, load_config
+    from langchain_herd.decision import Attempt, RouteDecision
+    from langchain_herd.errors import (
+        AllExpertsFailedError,
+        ArtifactError,
+        ConfigError,
+        EmptyAnswerError,
+        ExpertError,
+        HerdError,
+        InputError,
+        StreamInterruptedError,
+    )
+    from langchain_herd.experts import Expert, TGIGenerateChat, build_chat_model, build_expert
+    from langchain_herd.policies import ArgmaxPolicy, MarginPolicy, Policy
+    from langchain_herd.router import HerdRouter
+
+# Public names -> the module that defines them. Imported on first use, so that
+# `import langchain_herd.evaluation` (or `herd eval`) does not load LangChain.
+_EXPORTS: dict[str, str] = {
+    "CircuitBreaker": "langchain_herd.breaker",
+    "Classifier": "langchain_herd.classifiers.base",
+    "SavedClassifier": "langchain_herd.classifiers.base",
+    "load_classifier": "langchain_herd.classifiers.base",
+    "HerdConfig": "langchain_herd.config",
+    "load_config": "langchain_herd.config",
+    "Attempt": "langchain_herd.decision",
+    "RouteDecision": "langchain_herd.decision",
+    "AllExpertsFailedError": "langchain_herd.errors",
+    "ArtifactError": "langchain_herd.errors",
+    "ConfigError": "langchain_herd.errors",
+    "EmptyAnswerError": "langchain_herd.errors",
+    "ExpertError": "langchain_herd.errors",
+    "HerdError": "langchain_herd.errors",
+    "InputError": "langchain_herd.errors",
+    "StreamInterruptedError": "langchain_herd.errors",
+    "Expert": "langchain_herd.experts",
+    "TGIGenerateChat": "langchain_herd.experts",
+    "build_chat_model": "langchain_herd.experts",
+    "build_expert": "langchain_herd.experts",
+    "ArgmaxPolicy": "langchain_herd.policies",
+    "MarginPolicy": "langchain_herd.policies",
+    "Policy": "langchain_herd.policies",
+    "HerdRouter": "langchain_herd.router",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'langchain_herd' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "AllExpertsFailedError",

@@ -223,9 +223,16 @@ class CorrectnessTable:
             is_test = np.fromiter((k in held for k in keys), dtype=bool, count=len(keys))
         if is_test.all() or not is_test.any():
             side = "train" if is_test.all() else "test"
+            marked = _TEST if side == "train" else _TRAIN
+            hint = (
+                f"; the {SPLIT_COLUMN!r} column marks every row {marked!r}: split at random "
+                f"instead (use_split_column=False, --ignore-split-column)"
+                if self._uses_split_column(use_split_column)
+                else ""
+            )
             raise TableError(
                 f"{self.source}: the split leaves no {side} rows ({len(frame)} rows in all); "
-                f"a router needs both training and held-out questions"
+                f"a router needs both training and held-out questions{hint}"
             )
         return TableSplit(frame[~is_test], frame[is_test])
 

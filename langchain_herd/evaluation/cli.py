@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fine-tune on a seeded sample of at most this many training rows",
     )
+    routing.add_argument(
+        "--finetune-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a FinetuneParams setting for the fine-tuning routers, e.g. max_length=256",
+    )
     parser.add_argument("--title", default=None, help="report title")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -131,6 +138,14 @@ def run_eval(args: argparse.Namespace, command: str) -> dict[str, Any]:
         finetune["max_train_rows"] = args.finetune_max_train_rows
     if args.encoder:
         finetune["model"] = args.encoder
+    for item in args.finetune_param:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise HerdError(f"--finetune-param wants KEY=VALUE, got {item!r}")
+        try:
+            finetune[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            finetune[key.strip()] = raw
     options = EvalOptions(
         seeds=list(range(args.seeds)),
         test_share=args.test_share,

@@ -277,6 +277,10 @@ def _choose_herd(
     max_cost: float | None,
 ) -> list[str]:
     if models:
+        if max_cost is not None:
+            raise TableError(
+                "give the herd either by name (--models/--pair) or by cost (--max-cost), not both"
+            )
         herd = list(models)
         unknown = [m for m in herd if m not in table.model_columns]
         if unknown:

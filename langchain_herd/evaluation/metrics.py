@@ -85,11 +85,23 @@ def _strong_weak_inputs(
 def _cumulative_pgr(
     scores: NDArray[np.float64], strong: NDArray[np.float64], weak: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """PGR when the strong model answers the top-k questions, for every k in 0..n."""
+    """PGR when the strong model answers the top-k questions, for every k in 0..n.
+
+    Questions with equal scores are indistinguishable to the router, so within a block
+    of ties the gain is the expected one under a random pick (linear across the block):
+    the result never depends on the order of the rows.
+    """
     n = scores.size
-    # Stable sort on -score: ties go to the earlier question, so results are reproducible.
     order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
     gain = np.concatenate(([0.0], np.cumsum(strong[order] - weak[order])))
+    # Block boundaries: k positions where the score changes (plus 0 and n).
+    edges = np.concatenate(([0], np.flatnonzero(np.diff(sorted_scores)) + 1, [n]))
+    k = np.arange(n + 1)
+    block = np.clip(np.searchsorted(edges, k, side="right") - 1, 0, len(edges) - 2)
+    start, end = edges[block], edges[block + 1]
+    width = np.maximum(end - start, 1)
+    gain = gain[start] + (gain[end] - gain[start]) * (k - start) / width
     weak_perf = weak.mean()
     strong_perf = strong.mean()
     gap = strong_perf - weak_perf
@@ -112,8 +124,9 @@ def pgr_curve(
     """RouteLLM's performance gap recovered (PGR) over evenly spaced strong-call shares.
 
     For each share ``x`` in ``linspace(0, 1, n_points)`` the strong model answers
-    the ``k = round(x * n)`` questions with the highest scores (ties: earlier
-    question first) and the weak model the rest. With ``quality`` the mean
+    the ``k = round(x * n)`` questions with the highest scores and the weak model the
+    rest; where ``k`` cuts through questions of equal score, the expected result of a
+    random pick among them is used, so row order never matters. With ``quality`` the mean
     correctness of the chosen answers, ``PGR = (quality - weak_perf) /
     (strong_perf - weak_perf)`` where the perfs are the means of
     ``weak_correct`` and ``strong_correct``.

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from langchain_herd.evaluation.data import EvalData, EvalSplit
-from langchain_herd.training.data import TrainingData
+from langchain_herd.training.data import Mode, TrainingData
 from langchain_herd.training.progress import Progress
 
 __all__ = ["ROUTERS", "RouterContext", "RouterOutput", "RouterSpec", "default_routers"]
@@ -275,19 +275,20 @@ def _embedding_head(ctx: RouterContext) -> RouterOutput:
 # ---------------------------------------------------------------- project backends
 
 
-def _training_data(ctx: RouterContext, rows: Rows, targets: Array, labels: list[str]) -> Any:
-    return TrainingData(ctx.texts(rows), targets, labels, "correctness")
-
-
 def _fit_backend(
-    ctx: RouterContext, backend: str, targets: Array, labels: list[str], params: Any
+    ctx: RouterContext,
+    backend: str,
+    targets: npt.NDArray[Any],
+    labels: list[str],
+    params: Any,
+    mode: Mode = "correctness",
 ) -> Any:
     """Train one of the project's backends on the training rows (``targets`` per row)."""
     from langchain_herd.training.backends import get_backend
 
     fit, val = ctx.carve()
     rows = {int(r): i for i, r in enumerate(ctx.train)}
-    train_data = _training_data(ctx, ctx.train, targets, labels)
+    train_data = TrainingData(ctx.texts(ctx.train), targets, labels, mode)
     fit_data = train_data.subset(np.asarray([rows[int(r)] for r in fit], dtype=np.intp))
     val_data = train_data.subset(np.asarray([rows[int(r)] for r in val], dtype=np.intp))
     engine = get_backend(backend)
@@ -366,9 +367,12 @@ def _strong_wins(backend: str) -> RouterFn:
             params = TfidfParams()
         strong, weak = pair
         y = ctx.data.correct[ctx.train]
-        wins = (y[:, strong] * (1.0 - y[:, weak]))[:, None]
-        classifier = _fit_backend(ctx, backend, wins, ["strong_wins"], params)
-        p = classifier.predict_proba(ctx.texts(ctx.predict))[:, 0]
+        # A two-class classifier, as RouteLLM's BERT router (soft labels are rounded).
+        wins = (y[:, strong] * (1.0 - y[:, weak]) >= 0.5).astype(np.int64)
+        classifier = _fit_backend(
+            ctx, backend, wins, ["no_gain", "strong_wins"], params, mode="category"
+        )
+        p = classifier.predict_proba(ctx.texts(ctx.predict))[:, 1]
         u = np.zeros((len(p), len(ctx.data.models)))
         u[:, strong], u[:, weak] = p, 1.0 - p
         return RouterOutput(u, probabilities=False, pair_score=p)

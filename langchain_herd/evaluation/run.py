@@ -7,6 +7,7 @@ are given. :mod:`langchain_herd.evaluation.report` turns it into Markdown and pl
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 from collections.abc import Sequence
@@ -71,6 +72,8 @@ def evaluate(
         raise ConfigError("at least one seed is needed")
     pair = _pair_indices(data, options.pair)
     names, skipped = _select_routers(data, options, pair)
+    if any("slow" in ROUTERS[n].needs for n in names):
+        _check_finetune_settings(options.finetune)
     seed_splits = splits(
         data,
         options.seeds,
@@ -132,6 +135,9 @@ def evaluate(
             "test_share": options.test_share if seed_splits[0].method == "seeded" else None,
             "n_train": [len(s.train) for s in seed_splits],
             "n_test": [len(s.test) for s in seed_splits],
+            # Identifies each split's held-out rows, so reports from two runs (e.g. a GPU
+            # run of the fine-tuning routers) can be checked to be on the same questions.
+            "test_sha256": [_rows_digest(data, s.test) for s in seed_splits],
         },
         "pair": {"strong": options.pair[0], "weak": options.pair[1]} if options.pair else None,
         "cost_weights": list(COST_WEIGHTS),
@@ -165,6 +171,32 @@ class _LazyEmbeddings:
         return self._value
 
 
+def _check_finetune_settings(settings: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from langchain_herd.training.params import FinetuneParams
+
+    cap = settings.get("max_train_rows")
+    if cap is not None and (not isinstance(cap, int) or cap < 10):
+        raise ConfigError(f"finetune max_train_rows must be an integer >= 10, got {cap!r}")
+    try:
+        FinetuneParams(**{k: v for k, v in settings.items() if k != "max_train_rows"})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(
+            f"bad fine-tuning setting(s): {problems} (settings: "
+            f"{', '.join(FinetuneParams.model_fields)}, max_train_rows)"
+        ) from exc
+
+
+def _rows_digest(data: EvalData, rows: npt.NDArray[np.intp]) -> str:
+    texts = data.texts
+    digest = hashlib.sha256()
+    for i in rows:
+        digest.update(hashlib.sha256(texts[int(i)].encode("utf-8")).digest())
+    return digest.hexdigest()[:16]
+
+
 def _pair_indices(data: EvalData, pair: tuple[str, str] | None) -> tuple[int, int] | None:
     if pair is None:
         return None
@@ -181,7 +213,8 @@ def _pair_indices(data: EvalData, pair: tuple[str, str] | None) -> tuple[int, in
 def _select_routers(
     data: EvalData, options: EvalOptions, pair: tuple[int, int] | None
 ) -> tuple[list[str], dict[str, str]]:
-    asked = list(options.routers) if options.routers else None
+    # A name given twice would run twice per seed and count every split twice.
+    asked = list(dict.fromkeys(options.routers)) if options.routers else None
     if asked:
         unknown = [n for n in asked if n not in ROUTERS]
         if unknown:

@@ -27,8 +27,10 @@ __all__ = ["COST_WEIGHTS", "choose", "majority_vote", "score_output", "split_bas
 
 Array = npt.NDArray[np.float64]
 
-COST_WEIGHTS: tuple[float, ...] = (0.0, *np.geomspace(1e-3, 100.0, 60).tolist())
-"""Cost weights swept for the frontier, per unit of cost relative to the dearest model."""
+COST_WEIGHTS: tuple[float, ...] = (0.0, *np.geomspace(1e-3, 1e4, 71).tolist())
+"""Cost weights swept for the frontier, per unit of cost relative to the dearest model.
+The largest sends every query to the cheapest model unless two costs differ by less than
+1/10,000 of the dearest one."""
 
 PGR_POINTS = 101
 
