@@ -56,7 +56,7 @@ from langchain_herd.mmlu import format_question, load_mmlu, sample_questions
 ROOT = Path(__file__).resolve().parents[1]
 HERD_CONFIG = ROOT / "tgi_configs" / "local.yaml"
 SEED = 0
-# The tiny model's context is 4096 tokens; the longest MMLU prompt is about 1,000 words.
+# The tiny model's context is 4096 tokens; the longest MMLU prompt is 943 of its tokens.
 MAX_INPUT_TOKENS, MAX_TOTAL_TOKENS = 3072, 4096
 
 

@@ -13,7 +13,12 @@ demo routes them) that none of them trained on:
 Rounds interleave the backends (in a rotating order) so machine noise hits them alike.
 torch runs on one thread by default (``--torch-threads``): on a shared 2-core machine its
 default of one thread per core spins against the other load and made MiniLM decisions
-about ten times slower in trials, where one thread stayed steady.
+about ten times slower in trials, where one thread stayed steady. A batch is padded to
+its longest text (up to the encoder's limit: 256 tokens for embedding, 128 for finetune),
+so on CPU a batch of 32 MMLU questions, whose lengths have a long tail, can cost more per
+query than one call per question. Each call sorts its texts by length before batching
+them, so one call over the whole set pads far less.
+
 Figures are reported as ratios against a baseline of the same run too: each backend's
 single-query p50 over the trained tfidf's, and each batched throughput over the same
 backend's single-query throughput.
@@ -92,7 +97,7 @@ def write_table(frame: Any, path: Path) -> Path:
 
 
 def train_all(table: Path, work: Path, finetune_rows: int) -> dict[str, TrainResult]:
-    """Train one correctness router per backend (silently but for phase lines on stderr)."""
+    """Train one correctness router per backend (phases printed to stderr)."""
     results: dict[str, TrainResult] = {}
     for backend in TRAINED:
         print(f"training {backend} ...", file=sys.stderr, flush=True)

@@ -15,7 +15,9 @@ an empty value for all others.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,10 +174,42 @@ def _endpoint(config: ExpertConfig, token: SecretStr | None, **params: Any) -> A
     )
     headers = _auth_headers(token)
     llm.client = InferenceClient(model=config.url, timeout=config.timeout_s, headers=headers)
-    llm.async_client = AsyncInferenceClient(
-        model=config.url, timeout=config.timeout_s, headers=headers
+    llm.async_client = _PerLoopAsyncClient(
+        lambda: AsyncInferenceClient(model=config.url, timeout=config.timeout_s, headers=headers)
     )
     return llm
+
+
+class _PerLoopAsyncClient:
+    """An ``AsyncInferenceClient`` per event loop, behind one object.
+
+    A client's connection pool belongs to the loop that first used it; shared, it fails
+    with "Event loop is closed" once a router is used from a second loop (``asyncio.run``
+    twice, notebooks, worker threads). Clients of loops that have closed are dropped.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._clients: dict[int, tuple[asyncio.AbstractEventLoop | None, Any]] = {}
+        self._lock = threading.Lock()
+
+    def _client(self) -> Any:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            entry = self._clients.get(id(loop))
+            if entry is None or entry[0] is not loop:
+                for key, (old, _) in list(self._clients.items()):
+                    if old is not None and old.is_closed():
+                        del self._clients[key]
+                entry = (loop, self._factory())
+                self._clients[id(loop)] = entry
+            return entry[1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client(), name)
 
 
 def build_chat_model(config: ExpertConfig, token: SecretStr | None = None) -> BaseChatModel:

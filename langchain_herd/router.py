@@ -375,7 +375,8 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
         self, input: HerdInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
         messages = to_messages(input, self.input_key)
-        decision = self._decide(messages)
+        # Off the event loop: an encoder classifier takes tens of ms per query on a CPU.
+        decision = await asyncio.to_thread(self._decide, messages)
 
         async def run(
             _: HerdInput, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
@@ -584,7 +585,8 @@ class HerdRouter(Runnable[HerdInput, BaseMessage]):
     ) -> AsyncIterator[BaseMessage]:
         """Async ``stream``: same fallback rules, with each expert's deadline enforced."""
         messages = to_messages(input, self.input_key)
-        decision = self._decide(messages)
+        # Off the event loop: an encoder classifier takes tens of ms per query on a CPU.
+        decision = await asyncio.to_thread(self._decide, messages)
 
         async def run(
             _: AsyncIterator[HerdInput],

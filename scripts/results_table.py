@@ -10,11 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from langchain_herd.evaluation.report import headline
+from langchain_herd.evaluation.report import (
+    headline,
+    markdown_report,
+    merge_reports,
+    write_plots,
+)
 
 # The targets of issue 4, checked against the figures (never tuned on the test rows).
 APGR_TARGET = 0.60
 CPT50_TARGET = 0.40
+GPU_REPORT = "gpu-finetune.json"
+GPU_NOTE = "fine-tuning routers, run on an NVIDIA H100 by .gpu/run.sh"
 
 
 def _pm(stats: dict[str, Any] | None, digits: int = 3, percent: bool = False) -> str:
@@ -60,10 +67,18 @@ def _pair_rows(name: str, report: dict[str, Any]) -> list[str]:
 
 
 def main(results_dir: Path, out: Path) -> None:
-    reports = {
-        p.parent.name: json.loads(p.read_text(encoding="utf-8"))
-        for p in sorted(results_dir.glob("*/report.json"))
-    }
+    reports = {}
+    for path in sorted(results_dir.glob("*/report.json")):
+        report = json.loads(path.read_text(encoding="utf-8"))
+        gpu = path.parent / GPU_REPORT
+        if gpu.is_file():
+            # Fine-tuning routers from a GPU run on the same splits: merged, and the
+            # setup's Markdown report and plots redrawn with them.
+            report = merge_reports(report, json.loads(gpu.read_text("utf-8")), note=GPU_NOTE)
+            title = (path.parent / "report.md").read_text("utf-8").splitlines()[0][2:]
+            (path.parent / "report.md").write_text(markdown_report(report, title=title), "utf-8")
+            write_plots(report, path.parent)
+        reports[path.parent.name] = report
     lines = [
         "# Results: does the router beat the best single model, and at what cost?",
         "",

@@ -5,7 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["headline", "markdown_report", "write_plots"]
+__all__ = ["headline", "markdown_report", "merge_reports", "write_plots"]
+
+
+def merge_reports(base: dict[str, Any], extra: dict[str, Any], *, note: str) -> dict[str, Any]:
+    """Add the routers of another run on the same questions (e.g. the fine-tuning routers,
+    run on a GPU machine) to a report.
+
+    Raises:
+        ValueError: the two runs differ in herd, seeds, held-out questions or cost weights,
+            so their figures are not comparable.
+    """
+    checks = {
+        "herd": (base["data"]["models"], extra["data"]["models"]),
+        "seeds": (base["split"]["seeds"], extra["split"]["seeds"]),
+        "held-out questions": (base["split"]["test_sha256"], extra["split"]["test_sha256"]),
+        "cost weights": (base["cost_weights"], extra["cost_weights"]),
+        "pair": (base.get("pair"), extra.get("pair")),
+    }
+    for what, (ours, theirs) in checks.items():
+        if ours != theirs:
+            raise ValueError(f"cannot merge: the runs differ in {what} ({ours} vs {theirs})")
+    merged = dict(base)
+    merged["routers"] = dict(base["routers"])
+    for name, router in extra["routers"].items():
+        merged["routers"][name] = {**router, "note": note}
+    merged["skipped"] = {k: v for k, v in base["skipped"].items() if k not in extra["routers"]}
+    merged.setdefault("merged", []).append({"note": note, "command": extra.get("command")})
+    return merged
 
 
 def _pm(stats: dict[str, Any] | None, digits: int = 3, percent: bool = False) -> str:
@@ -151,6 +178,8 @@ def markdown_report(report: dict[str, Any], *, title: str | None = None) -> str:
                 + " | ".join(f"{by[g]:.3f}" if g in by else "-" for g in groups)
                 + " |"
             )
+    for part in report.get("merged", []):
+        lines += ["", f"Merged from another run ({part['note']}): `{part['command']}`"]
     if report.get("skipped"):
         lines += ["", "## Not run", ""]
         lines += [f"- `{name}`: {why}" for name, why in report["skipped"].items()]

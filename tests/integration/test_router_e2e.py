@@ -293,3 +293,17 @@ async def test_async_calls_overlap(servers: dict[str, str]) -> None:
     elapsed = time.perf_counter() - started
     assert all(a.response_metadata["herd"]["answered_by"] == "stem" for a in answers)
     assert elapsed < 4 * 0.6, f"4 x 600 ms took {elapsed:.2f}s: calls were serialised"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_one_router_serves_several_event_loops(servers: dict[str, str], protocol: str) -> None:
+    """asyncio.run twice (scripts, notebooks, worker threads) on one router: each loop gets
+    its own async connection pool instead of the first, closed, loop's."""
+    router = router_for(servers, protocol)
+    for _ in range(2):
+        answers = asyncio.run(router.abatch([STEM_Q, HUM_Q]))
+        assert [a.response_metadata["herd"]["answered_by"] for a in answers] == [
+            "stem",
+            "generalist",
+        ]
+    assert router.invoke(STEM_Q).text.strip()

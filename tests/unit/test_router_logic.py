@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -401,3 +406,41 @@ def test_correctness_router_scores_experts_by_name() -> None:
     assert router.invoke("a poem").content == "H"
     with pytest.raises(ConfigError, match=r"trained for experts \['humanities'\] that are not"):
         HerdRouter([Expert("stem", ScriptedChat()), Expert("poetry", ScriptedChat())], classifier)
+
+
+class _SlowClassifier(KeywordClassifier):
+    """A classifier that takes ``delay`` seconds per call, as an encoder on a CPU does."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__({"stem": "integral", "humanities": "poem", "other": "tax"})
+        self.delay = delay
+
+    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        time.sleep(self.delay)
+        return super().predict_proba(texts)
+
+
+async def test_async_routing_does_not_block_the_event_loop() -> None:
+    """A slow classifier runs off the event loop: other coroutines keep running meanwhile."""
+    router = HerdRouter(
+        [Expert(n, ScriptedChat(reply=n)) for n in ("stem", "humanities", "other")],
+        _SlowClassifier(0.3),
+        default_expert="other",
+    )
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        answer = await router.ainvoke("an integral")
+        chunks = [c async for c in router.astream("a poem")]
+    finally:
+        task.cancel()
+    assert answer.text == "stem" and "".join(c.text for c in chunks) == "humanities"
+    # Two 0.3 s classifications: a blocked loop would tick about 0 times, a free one ~60.
+    assert ticks >= 10
