@@ -172,7 +172,15 @@ def load_eval_data(
         TableError: an unknown column or model, a filter that leaves too few rows, a herd
             model without a cost, or predictions that do not line up with the table.
     """
-    table = read_correctness_table(table_path)
+    try:
+        table = read_correctness_table(table_path)
+    except TableError as exc:
+        if "no prompt column" in str(exc):
+            raise TableError(
+                f"{exc}. If this file holds each model's chosen letter rather than 0/1 "
+                f"correctness, give it as --predictions next to its correctness table"
+            ) from exc
+        raise
     frame = table.frame
     for column, pattern in where:
         if column not in frame.columns:

@@ -250,3 +250,13 @@ def test_eval_bad_input_exits_2_with_a_message(
     err = capsys.readouterr().err
     assert err.startswith("herd eval: ") and message in err
     assert not (out / "report.json").exists()
+
+
+def test_a_predictions_file_given_as_the_table_says_where_it_goes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    letters = pd.DataFrame({"id": ["q1", "q2"], "model-a": ["A", "B"], "model-b": ["C", None]})
+    letters.to_parquet(tmp_path / "predictions.parquet")
+    code = main(["eval", str(tmp_path / "predictions.parquet"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "give it as --predictions" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from langchain_herd.evaluation.data import (
     splits,
 )
 from langchain_herd.evaluation.metrics import apgr
-from langchain_herd.evaluation.report import headline, markdown_report
+from langchain_herd.evaluation.report import headline, markdown_report, merge_reports
 from langchain_herd.evaluation.routers import (
     ROUTERS,
     RouterContext,
@@ -838,3 +838,25 @@ def test_headline_picks_the_best_router_that_is_not_a_bound() -> None:
     }
     report["routers"] = {"oracle": router("bound", 0.95, 1.0)}
     assert headline(report) == {}
+
+
+def test_merge_reports_adds_routers_of_a_run_on_the_same_splits(five: EvalData) -> None:
+    base = evaluate(five, EvalOptions(seeds=[0, 1], routers=["oracle", "best-single"]))
+    extra = evaluate(five, EvalOptions(seeds=[0, 1], routers=["random"]))
+    extra["command"] = "herd eval other"
+    merged = merge_reports(base, extra, note="on a GPU")
+    assert list(merged["routers"]) == ["oracle", "best-single", "random"]
+    assert merged["routers"]["random"]["note"] == "on a GPU"
+    assert "oracle" in merged["routers"] and "random" not in base["routers"]
+    assert "Merged from another run (on a GPU): `herd eval other`" in markdown_report(merged)
+
+
+def test_merge_reports_refuses_runs_on_other_questions(five: EvalData, tmp_path: Path) -> None:
+    base = evaluate(five, EvalOptions(seeds=[0], routers=["oracle"]))
+    other = evaluate(five, EvalOptions(seeds=[0, 1], routers=["random"]))
+    with pytest.raises(ValueError, match="differ in seeds"):
+        merge_reports(base, other, note="x")
+    moved = json.loads(json.dumps(base))
+    moved["split"]["test_sha256"] = ["0" * 16]
+    with pytest.raises(ValueError, match="held-out questions"):
+        merge_reports(base, moved, note="x")
