@@ -199,7 +199,10 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
     written = []
     base = report["baselines"]["summary"]
+    # 20 distinct colours: a report compares more routers than the default cycle's 10.
+    colours = [plt.get_cmap("tab20")(i) for i in range(20)]
     fig, ax = plt.subplots(figsize=(9, 6))
+    ax.set_prop_cycle(color=colours)
     for name, router in report["routers"].items():
         points = sorted((p["cost"], p["accuracy"]) for p in router["summary"]["frontier"])
         style = "--" if router["family"] in ("bound", "baseline") else "-"
@@ -228,6 +231,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     plt.close(fig)
     if report.get("pair"):
         fig, ax = plt.subplots(figsize=(7, 6))
+        ax.set_prop_cycle(color=colours)
         for name, router in report["routers"].items():
             curve = router["summary"].get("pgr_curve")
             if curve:
