@@ -37,7 +37,13 @@ def _n_expert_rows(name: str, report: dict[str, Any]) -> list[str]:
     best = headline(report)
     gap = best.get("oracle_gap_closed")
     router = report["routers"][best["router"]]["summary"]
-    verdict = "reached" if gap is not None and gap > 0 else "NOT reached"
+    spread = router.get("oracle_gap_closed") or {}
+    if gap is not None and spread.get("min", 0) > 0:
+        verdict = "reached on every seed"
+    elif gap is not None and gap > 0:
+        verdict = "tie: positive on average, not on every seed"
+    else:
+        verdict = "NOT reached"
     return [
         f"| [{name}](results/{name}/report.md) | {len(report['data']['models'])} | "
         f"{report['split']['n_test'][0]} | {_pm(base['best_single_accuracy'])} "
@@ -182,6 +188,20 @@ def _herd_question(name: str, report: dict[str, Any]) -> list[str]:
         lines.append(
             f"- Majority vote of all {len(report['data']['models'])} models: "
             f"{vote['accuracy']['mean']:.4f} at {vote['cost']:.0f}B per query."
+        )
+    half = base["models"][best_model]["cost"] / 2
+    cheaper = [
+        (p["accuracy"], p["cost"], router_name)
+        for router_name, router in report["routers"].items()
+        if router["family"] != "bound"
+        for p in router["summary"]["frontier"]
+        if p["cost"] <= half
+    ]
+    if cheaper:
+        acc, cost, router_name = max(cheaper)
+        lines.append(
+            f"- At no more than half the best single model's size ({half:.1f}B per query): "
+            f"`{router_name}` {acc:.4f} at {cost:.1f}B (mean frontier point over seeds)."
         )
     if reaching:
         cost, acc, router_name = min(reaching)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,19 @@ def merge_reports(base: dict[str, Any], extra: dict[str, Any], *, note: str) -> 
         "herd": (base["data"]["models"], extra["data"]["models"]),
         "seeds": (base["split"]["seeds"], extra["split"]["seeds"]),
         "held-out questions": (base["split"]["test_sha256"], extra["split"]["test_sha256"]),
-        "cost weights": (base["cost_weights"], extra["cost_weights"]),
         "pair": (base.get("pair"), extra.get("pair")),
     }
     for what, (ours, theirs) in checks.items():
         if ours != theirs:
             raise ValueError(f"cannot merge: the runs differ in {what} ({ours} vs {theirs})")
+    # Compared with a tolerance: numpy versions differ in the last bits of geomspace.
+    ours_w, theirs_w = base["cost_weights"], extra["cost_weights"]
+    same = len(ours_w) == len(theirs_w) and all(
+        math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        for a, b in zip(ours_w, theirs_w, strict=False)
+    )
+    if not same:
+        raise ValueError("cannot merge: the runs swept different cost weights (other versions)")
     merged = dict(base)
     merged["routers"] = dict(base["routers"])
     for name, router in extra["routers"].items():

@@ -221,11 +221,11 @@ def test_tied_scores_count_as_a_random_pick() -> None:
     for order in ([0, 1, 2, 3], [2, 3, 0, 1]):
         s = [strong[i] for i in order]
         w = [weak[i] for i in order]
-        shares, pgr = pgr_curve([0.5] * 4, s, w, n_points=5)
+        _, pgr = pgr_curve([0.5] * 4, s, w, n_points=5)
         assert pgr.tolist() == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
         assert apgr([0.5] * 4, s, w, n_points=5) == pytest.approx(0.5)
         assert cpt([0.5] * 4, s, w, 0.5) == pytest.approx(0.5)
     # A tie only inside the top block: the untied leader is taken first, then half of
     # the tied pair's gain per question.
-    shares, pgr = pgr_curve([0.9, 0.1, 0.1], [1, 1, 0], [0, 0, 0], n_points=4)
+    _, pgr = pgr_curve([0.9, 0.1, 0.1], [1, 1, 0], [0, 0, 0], n_points=4)
     assert pgr.tolist() == pytest.approx([0.0, 0.5, 0.75, 1.0])
