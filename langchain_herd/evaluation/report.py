@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,32 +161,20 @@ def markdown_report(report: dict[str, Any], *, title: str | None = None) -> str:
     for model, m in base["models"].items():
         lines.append(f"| {model} | {m['accuracy']:.4f} | {m['cost']:g} |")
     models = list(base["models"])
-    lines += [
-        "",
-        "## Share of calls per model",
-        "",
-        "| router | " + " | ".join(models) + " |",
-        "|---|" + "---|" * len(models),
-    ]
-    for name, router in report["routers"].items():
-        shares = router["summary"]["shares"]
-        lines.append(f"| {name} | " + " | ".join(f"{shares[m]:.2f}" for m in models) + " |")
+    lines += _router_table(
+        "Share of calls per model",
+        models,
+        report,
+        lambda summary, m: f"{summary['shares'][m]:.2f}",
+    )
     groups = sorted({g for r in report["routers"].values() for g in r["summary"]["by_label"]})
     if groups:
-        lines += [
-            "",
-            "## Accuracy per MMLU group",
-            "",
-            "| router | " + " | ".join(groups) + " |",
-            "|---|" + "---|" * len(groups),
-        ]
-        for name, router in report["routers"].items():
-            by = router["summary"]["by_label"]
-            lines.append(
-                f"| {name} | "
-                + " | ".join(f"{by[g]:.3f}" if g in by else "-" for g in groups)
-                + " |"
-            )
+        lines += _router_table(
+            "Accuracy per MMLU group",
+            groups,
+            report,
+            lambda summary, g: f"{summary['by_label'][g]:.3f}" if g in summary["by_label"] else "-",
+        )
     for part in report.get("merged", []):
         lines += ["", f"Merged from another run ({part['note']}): `{part['command']}`"]
     if report.get("skipped"):
@@ -195,6 +184,21 @@ def markdown_report(report: dict[str, Any], *, title: str | None = None) -> str:
     if pair:
         lines.append("![PGR curves](pgr.png)")
     return "\n".join(lines) + "\n"
+
+
+def _router_table(
+    title: str,
+    columns: list[str],
+    report: dict[str, Any],
+    cell: Callable[[dict[str, Any], str], str],
+) -> list[str]:
+    """A Markdown section: one row per router, one cell per column."""
+    lines = ["", f"## {title}", "", "| router | " + " | ".join(columns) + " |"]
+    lines.append("|---|" + "---|" * len(columns))
+    for name, router in report["routers"].items():
+        cells = " | ".join(cell(router["summary"], c) for c in columns)
+        lines.append(f"| {name} | {cells} |")
+    return lines
 
 
 def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
