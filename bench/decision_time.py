@@ -30,17 +30,16 @@ backend's single-query throughput.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import emit, percentile  # bench/common.py (the script's folder is on sys.path)
 
 from langchain_herd.classifiers.base import SavedClassifier, load_classifier
 from langchain_herd.classifiers.registry import resolve_classifier
@@ -61,11 +60,6 @@ SEED = 0
 # Synthetic correctness: an expert is right more often on its own MMLU group, so the
 # columns carry some signal and every backend has something to fit.
 P_OWN_GROUP, P_OTHER_GROUP = 0.8, 0.4
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def prompts(frame: Any) -> list[str]:
@@ -280,10 +274,7 @@ def main() -> int:
         args.queries, args.rounds, args.train_rows, args.finetune_rows, args.torch_threads
     )
     print_table(results)
-    print(json.dumps(results, indent=2))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
+    emit(results, args.out)
     return 0
 
 

@@ -19,7 +19,6 @@ under 20 ms before the next expert is called.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import statistics
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import emit, percentile  # bench/common.py (the script's folder is on sys.path)
 
 from langchain_herd import Expert, HerdRouter
 from langchain_herd.classifiers.registry import resolve_classifier
@@ -48,11 +48,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -202,10 +197,7 @@ def main() -> int:
     args = parser.parse_args()
     results = run(args.iterations)
     print_table(results)
-    print(json.dumps(results, indent=2))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
+    emit(results, args.out)
     return 0
 
 
