@@ -50,6 +50,11 @@ class EvalData:
         answers: the gold letter per row, for voting.
         labels: per-row group labels (``group``, ``subject``, ``category`` when present).
         info: how the rows were chosen (for the report).
+
+    Example:
+        >>> data = load_eval_data("table.parquet", costs_path="models.json")  # doctest: +SKIP
+        >>> data.models, data.correct.shape  # doctest: +SKIP
+        (['llama-8b', 'mistral-7b'], (6810, 2))
     """
 
     table: CorrectnessTable
@@ -75,7 +80,13 @@ class EvalData:
 
 @dataclass(frozen=True)
 class EvalSplit:
-    """Row indices of one train/held-out split and the seed that made (or trains on) it."""
+    """Row indices of one train/held-out split and the seed that made (or trains on) it.
+
+    Example:
+        >>> split = EvalSplit(0, np.arange(8), np.arange(8, 10), "seeded")
+        >>> [len(rows) for rows in split.carve(0.25)]
+        [6, 2]
+    """
 
     seed: int
     train: npt.NDArray[np.intp]

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from langchain_herd.errors import ArtifactError
+
 __all__ = ["headline", "markdown_report", "merge_reports", "write_plots"]
 
 
@@ -15,7 +17,7 @@ def merge_reports(base: dict[str, Any], extra: dict[str, Any], *, note: str) -> 
     run on a GPU machine) to a report.
 
     Raises:
-        ValueError: the two runs differ in herd, seeds, held-out questions or cost weights,
+        ArtifactError: the two runs differ in herd, seeds, held-out questions or cost weights,
             so their figures are not comparable.
     """
     checks = {
@@ -26,7 +28,7 @@ def merge_reports(base: dict[str, Any], extra: dict[str, Any], *, note: str) -> 
     }
     for what, (ours, theirs) in checks.items():
         if ours != theirs:
-            raise ValueError(f"cannot merge: the runs differ in {what} ({ours} vs {theirs})")
+            raise ArtifactError(f"cannot merge: the runs differ in {what} ({ours} vs {theirs})")
     # Compared with a tolerance: numpy versions differ in the last bits of geomspace.
     ours_w, theirs_w = base["cost_weights"], extra["cost_weights"]
     same = len(ours_w) == len(theirs_w) and all(
@@ -34,7 +36,7 @@ def merge_reports(base: dict[str, Any], extra: dict[str, Any], *, note: str) -> 
         for a, b in zip(ours_w, theirs_w, strict=False)
     )
     if not same:
-        raise ValueError("cannot merge: the runs swept different cost weights (other versions)")
+        raise ArtifactError("cannot merge: the runs swept different cost weights (other versions)")
     merged = dict(base)
     merged["routers"] = dict(base["routers"])
     for name, router in extra["routers"].items():

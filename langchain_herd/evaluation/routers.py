@@ -34,7 +34,14 @@ _MARGIN_GRID = tuple(round(x, 3) for x in np.arange(0.0, 0.31, 0.02))
 
 @dataclass
 class RouterContext:
-    """What a router sees: the data, which rows to train on and which to score."""
+    """What a router sees: the data, which rows to train on and which to score.
+
+    Example:
+        >>> ctx = RouterContext(data, split, split.train, split.test,  # doctest: +SKIP
+        ...                     embeddings=lambda: vectors, progress=SilentProgress())
+        >>> ROUTERS["knn"].run(ctx).utilities.shape  # doctest: +SKIP
+        (1362, 8)
+    """
 
     data: EvalData
     split: EvalSplit
@@ -77,7 +84,12 @@ class RouterContext:
 
 @dataclass
 class RouterOutput:
-    """A router's verdict on the scored rows."""
+    """A router's verdict on the scored rows.
+
+    Example:
+        >>> RouterOutput(np.array([[0.7, 0.4]]), probabilities=True).utilities.argmax()
+        np.int64(0)
+    """
 
     utilities: Array
     """``(rows, models)``: higher is better; predicted correctness where ``probabilities``."""
@@ -93,7 +105,12 @@ RouterFn = Callable[[RouterContext], RouterOutput]
 
 @dataclass(frozen=True)
 class RouterSpec:
-    """A router by name: what it is, what it needs, and how to run it."""
+    """A router by name: what it is, what it needs, and how to run it.
+
+    Example:
+        >>> ROUTERS["mf"].family, sorted(ROUTERS["mf"].needs)
+        ('published', ['embeddings'])
+    """
 
     name: str
     family: str

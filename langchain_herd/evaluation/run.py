@@ -42,7 +42,12 @@ _SCALARS = ("accuracy", "cost", "oracle_gap_closed", "aiq", "ece", "apgr", "cpt5
 
 @dataclass
 class EvalOptions:
-    """How to evaluate (see ``herd eval --help``)."""
+    """How to evaluate (see ``herd eval --help``).
+
+    Example:
+        >>> EvalOptions(seeds=[0, 1], routers=["best-single", "knn"]).test_share
+        0.2
+    """
 
     seeds: Sequence[int] = (0, 1, 2, 3, 4)
     test_share: float = 0.2
