@@ -21,7 +21,7 @@ from langchain_herd.evaluation.report import (
 APGR_TARGET = 0.60
 CPT50_TARGET = 0.40
 GPU_REPORT = "gpu-finetune.json"
-GPU_NOTE = "fine-tuning routers, run on an NVIDIA H100 by .gpu/run.sh"
+GPU_NOTE = "fine-tuning routers, run on an NVIDIA H100 by scripts/gpu_finetune_results.sh"
 
 
 def _pm(stats: dict[str, Any] | None, digits: int = 3, percent: bool = False) -> str:
