@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_herd.evaluation.report import (
+    format_stats,
     headline,
     markdown_report,
     merge_reports,
@@ -22,14 +23,6 @@ APGR_TARGET = 0.60
 CPT50_TARGET = 0.40
 GPU_REPORT = "gpu-finetune.json"
 GPU_NOTE = "fine-tuning routers, run on an NVIDIA H100 by scripts/gpu_finetune_results.sh"
-
-
-def _pm(stats: dict[str, Any] | None, digits: int = 3, percent: bool = False) -> str:
-    if not stats:
-        return "-"
-    scale, suffix = (100.0, "%") if percent else (1.0, "")
-    text = f"{stats['mean'] * scale:.{digits}f}{suffix}"
-    return text + (f" ± {stats['std'] * scale:.{digits}f}" if stats.get("n", 1) > 1 else "")
 
 
 def _n_expert_rows(name: str, report: dict[str, Any]) -> list[str]:
@@ -46,10 +39,11 @@ def _n_expert_rows(name: str, report: dict[str, Any]) -> list[str]:
         verdict = "NOT reached"
     return [
         f"| [{name}](results/{name}/report.md) | {len(report['data']['models'])} | "
-        f"{report['split']['n_test'][0]} | {_pm(base['best_single_accuracy'])} "
+        f"{report['split']['n_test'][0]} | {format_stats(base['best_single_accuracy'])} "
         f"({', '.join(b.split('/')[-1] for b in base['best_single_chosen'])}) | "
-        f"{_pm(base['oracle_accuracy'])} | `{best['router']}` {_pm(router['accuracy'])} | "
-        f"{_pm(router.get('oracle_gap_closed'))} | {_pm(router.get('aiq'))} | "
+        f"{format_stats(base['oracle_accuracy'])} | "
+        f"`{best['router']}` {format_stats(router['accuracy'])} | "
+        f"{format_stats(router.get('oracle_gap_closed'))} | {format_stats(router.get('aiq'))} | "
         f"{verdict} |"
     ]
 
@@ -65,8 +59,8 @@ def _pair_rows(name: str, report: dict[str, Any]) -> list[str]:
             and s["cpt50"]["mean"] < CPT50_TARGET
         )
         rows.append(
-            f"| {name} | `{router_name}` | {_pm(s.get('apgr'))} | "
-            f"{_pm(s.get('cpt50'), 1, True)} | {_pm(s.get('cpt80'), 1, True)} | "
+            f"| {name} | `{router_name}` | {format_stats(s.get('apgr'))} | "
+            f"{format_stats(s.get('cpt50'), 1, True)} | {format_stats(s.get('cpt80'), 1, True)} | "
             f"{'yes' if ok else 'no'} |"
         )
     return rows
@@ -139,14 +133,14 @@ def main(results_dir: Path, out: Path) -> None:
         for router_name, router in report["routers"].items():
             s = router["summary"]
             lines.append(
-                f"| {router_name} | {_pm(s['accuracy'])} | {_pm(s['cost'], 1)} | "
-                f"{_pm(s.get('oracle_gap_closed'))} |"
+                f"| {router_name} | {format_stats(s['accuracy'])} | {format_stats(s['cost'], 1)} | "
+                f"{format_stats(s.get('oracle_gap_closed'))} |"
             )
         vote = report.get("majority_vote")
         if vote:
             lines.append(
-                f"| majority vote | {_pm(vote['accuracy'])} | {vote['cost']:.1f} | "
-                f"{_pm(vote['oracle_gap_closed'])} |"
+                f"| majority vote | {format_stats(vote['accuracy'])} | {vote['cost']:.1f} | "
+                f"{format_stats(vote['oracle_gap_closed'])} |"
             )
         if report.get("skipped"):
             lines.append("")

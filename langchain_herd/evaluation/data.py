@@ -84,20 +84,14 @@ class EvalSplit:
 
     Example:
         >>> split = EvalSplit(0, np.arange(8), np.arange(8, 10), "seeded")
-        >>> [len(rows) for rows in split.carve(0.25)]
-        [6, 2]
+        >>> len(split.train), len(split.test)
+        (8, 2)
     """
 
     seed: int
     train: npt.NDArray[np.intp]
     test: npt.NDArray[np.intp]
     method: str
-
-    def carve(self, share: float = 0.15) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-        """Seeded ``(fit, validation)`` rows from the training rows, for tuning."""
-        order = np.random.default_rng([self.seed, 7]).permutation(self.train)
-        n_val = max(1, round(share * len(order)))
-        return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def parse_where(items: Sequence[str]) -> list[tuple[str, str]]:
@@ -272,19 +266,18 @@ def splits(
 ) -> list[EvalSplit]:
     """One split per seed: the table's ``split`` column (seeds then vary training only), or a
     seeded random split of ``test_share`` of the question ids."""
-    index = np.arange(len(data))
+    position = {label: i for i, label in enumerate(data.table.frame.index)}
     out = []
     for seed in seeds:
         train_frame, test_frame = data.table.split(
             seed=seed, test_share=test_share, use_split_column=use_split_column
         )
-        position = {label: i for i, label in enumerate(data.table.frame.index)}
         train = np.asarray([position[i] for i in train_frame.index], dtype=np.intp)
         test = np.asarray([position[i] for i in test_frame.index], dtype=np.intp)
         method = data.table.split_description(seed, test_share, use_split_column=use_split_column)[
             "method"
         ]
-        out.append(EvalSplit(seed=seed, train=index[train], test=index[test], method=method))
+        out.append(EvalSplit(seed=seed, train=train, test=test, method=method))
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from langchain_herd.errors import ArtifactError
 
-__all__ = ["headline", "markdown_report", "merge_reports", "write_plots"]
+__all__ = ["format_stats", "headline", "markdown_report", "merge_reports", "write_plots"]
 
 
 def merge_reports(base: dict[str, Any], extra: dict[str, Any], *, note: str) -> dict[str, Any]:
@@ -46,8 +46,13 @@ def merge_reports(base: dict[str, Any], extra: dict[str, Any], *, note: str) -> 
     return merged
 
 
-def _pm(stats: dict[str, Any] | None, digits: int = 3, percent: bool = False) -> str:
-    """``mean ± std`` (or ``mean`` for one seed); ``-`` when there is no figure."""
+def format_stats(stats: dict[str, Any] | None, digits: int = 3, percent: bool = False) -> str:
+    """``mean ± std`` (or ``mean`` for one seed); ``-`` when there is no figure.
+
+    Example:
+        >>> format_stats({"mean": 0.5, "std": 0.01, "n": 5}), format_stats(None)
+        ('0.500 ± 0.010', '-')
+    """
     if not stats:
         return "-"
     scale, suffix = (100.0, "%") if percent else (1.0, "")
@@ -112,7 +117,7 @@ def markdown_report(report: dict[str, Any], *, title: str | None = None) -> str:
     if data.get("reference"):
         lines.append(
             f"- Reference (not routed to): `{data['reference']}`, accuracy "
-            f"{_pm(base.get('reference_accuracy'))}"
+            f"{format_stats(base.get('reference_accuracy'))}"
         )
     lines += [
         "",
@@ -125,26 +130,28 @@ def markdown_report(report: dict[str, Any], *, title: str | None = None) -> str:
     for name, router in report["routers"].items():
         s = router["summary"]
         row = (
-            f"| {name} | {router['family']} | {_pm(s.get('accuracy'))} | "
-            f"{_pm(s.get('cost'), 2)} | {_pm(s.get('oracle_gap_closed'), 3)} | "
-            f"{_pm(s.get('aiq'))} | {_pm(s.get('ece'))} |"
+            f"| {name} | {router['family']} | {format_stats(s.get('accuracy'))} | "
+            f"{format_stats(s.get('cost'), 2)} | {format_stats(s.get('oracle_gap_closed'), 3)} | "
+            f"{format_stats(s.get('aiq'))} | {format_stats(s.get('ece'))} |"
         )
         if pair:
             row += (
-                f" {_pm(s.get('apgr'))} | {_pm(s.get('cpt50'), 1, True)} | "
-                f"{_pm(s.get('cpt80'), 1, True)} |"
+                f" {format_stats(s.get('apgr'))} | {format_stats(s.get('cpt50'), 1, True)} | "
+                f"{format_stats(s.get('cpt80'), 1, True)} |"
             )
         lines.append(row)
     vote = report.get("majority_vote")
     if vote:
         lines.append(
-            f"| majority vote | ensemble | {_pm(vote['accuracy'])} | {vote['cost']:.2f} | "
-            f"{_pm(vote['oracle_gap_closed'])} | - | - |" + (" - | - | - |" if pair else "")
+            f"| majority vote | ensemble | {format_stats(vote['accuracy'])} | "
+            f"{vote['cost']:.2f} | {format_stats(vote['oracle_gap_closed'])} | - | - |"
+            + (" - | - | - |" if pair else "")
         )
     lines += [
         "",
         f"Best single model (chosen on train): {', '.join(base['best_single_chosen'])}, "
-        f"accuracy {_pm(base['best_single_accuracy'])}; oracle {_pm(base['oracle_accuracy'])}.",
+        f"accuracy {format_stats(base['best_single_accuracy'])}; "
+        f"oracle {format_stats(base['oracle_accuracy'])}.",
         "Oracle gap closed = (router - best single) / (oracle - best single). AIQ: area under "
         "the non-decreasing convex hull of the cost-accuracy frontier swept over the cost "
         "weight, over the cost range. ECE: calibration of predicted correctness (routers that "
@@ -237,12 +244,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_xlabel(f"cost per query ({report['data']['cost_unit']})")
     ax.set_ylabel("held-out accuracy")
     ax.set_title(f"Cost-accuracy frontier: {Path(report['data']['file']).name}")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written.append(out_dir / "frontier.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(_save(fig, ax, out_dir / "frontier.png"))
     if report.get("pair"):
         fig, ax = plt.subplots(figsize=(7, 6))
         ax.set_prop_cycle(color=colours)
@@ -252,16 +254,23 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                 ax.plot(
                     curve["share"],
                     [float("nan") if v is None else v for v in curve["pgr"]],
-                    label=f"{name} (APGR {_pm(router['summary'].get('apgr'))})",
+                    label=f"{name} (APGR {format_stats(router['summary'].get('apgr'))})",
                 )
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random (expected)")
         ax.set_xlabel(f"share of calls to the strong model ({report['pair']['strong']})")
         ax.set_ylabel("performance gap recovered")
         ax.set_title("PGR curves (RouteLLM)")
-        ax.legend(fontsize=7, loc="lower right")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        written.append(out_dir / "pgr.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(_save(fig, ax, out_dir / "pgr.png"))
     return written
+
+
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Legend, grid, and the PNG written; the figure is closed (no memory kept)."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

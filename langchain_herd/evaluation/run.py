@@ -21,6 +21,7 @@ from langchain_herd._version import __version__
 from langchain_herd.errors import ArtifactError, ConfigError
 from langchain_herd.evaluation.data import EvalData, finite, splits
 from langchain_herd.evaluation.embeddings import table_embeddings
+from langchain_herd.evaluation.metrics import oracle_gap_closed
 from langchain_herd.evaluation.routers import (
     ROUTERS,
     RouterContext,
@@ -105,7 +106,9 @@ def evaluate(
             vote = majority_vote(data, split)
             if vote is not None:
                 vote["oracle_gap_closed"] = finite(
-                    _gap(vote["accuracy"], base["best_single_accuracy"], base["oracle_accuracy"])
+                    oracle_gap_closed(
+                        vote["accuracy"], base["best_single_accuracy"], base["oracle_accuracy"]
+                    )
                 )
                 votes.append(vote)
             for name in names:
@@ -245,10 +248,6 @@ def _select_routers(
             ):
                 skipped[name] = "fine-tuning: slow on a CPU; add --with-finetune (or --routers)"
     return names, skipped
-
-
-def _gap(router: float, best: float, oracle: float) -> float:
-    return math.nan if oracle == best else (router - best) / (oracle - best)
 
 
 def _stats(values: list[float | None]) -> dict[str, Any] | None:
