@@ -8,10 +8,14 @@ noise hits them alike:
   and their ratio;
 - the classifier's time per query, single and batched;
 - what a fallback adds when the first expert refuses connections, and when it answers 503
-  (both as the failed attempt's own time and as the end-to-end difference).
+  (both as the failed attempt's own time and as the end-to-end difference);
+- the chat-model path on the OpenAI route, with and without a tool bound (``bind_tools``
+  with a forced tool, so every reply is a constrained tool call), against the same expert
+  chat model called directly with the same binding.
 
-Targets: routing adds under 5 ms p50 beyond the classifier; a refused connection costs
-under 20 ms before the next expert is called.
+Targets: routing adds under 5 ms p50 beyond the classifier, with or without tools bound; a
+request with tools bound costs the router no more than one without; a refused connection
+costs under 20 ms before the next expert is called.
 
     .venv/bin/python bench/overhead.py [--iterations 200] [--out bench/results/overhead.json]
 """
@@ -65,11 +69,16 @@ def timed(call: Callable[[], Any]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def expert(name: str, url: str, routes: list[str]) -> Expert:
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def expert(name: str, url: str, routes: list[str], protocol: str = "tgi") -> Expert:
     config = ExpertConfig(
         name=name,
         url=url,
-        protocol="tgi",
+        protocol=protocol,
         routes=routes,
         generation={"max_new_tokens": 4},
         timeout_s=30,
@@ -100,15 +109,30 @@ def run(iterations: int) -> dict[str, Any]:
         failing = expert("failing", url, labels)
         failing_router = HerdRouter([failing, expert("live", url, [])], classifier, **no_breaker)
 
+        chat = expert("chat", url, labels, protocol="openai")
+        chat_router = HerdRouter([chat], classifier, **no_breaker)
+        chat_direct = chat.model
+        tools_direct = chat.model.bind_tools([add], tool_choice="add")  # type: ignore[attr-defined]
+        tools_routed = chat_router.bind_tools([add], tool_choice="add")
+
         for _ in range(10):  # warm connections, caches and the model
             live.model.invoke(direct_messages)
             router.invoke(QUESTION)
+            chat_direct.invoke(direct_messages)
+            tools_direct.invoke(direct_messages)
+            chat_router.invoke(QUESTION)
+            assert tools_routed.invoke(QUESTION).tool_calls, "the server must answer a tool call"
         direct, routed, refused, failed_503 = [], [], [], []
         refused_attempt, failed_attempt = [], []
+        chat_d, chat_r, tools_d, tools_r = [], [], [], []
         total = iterations
         for index in range(total):
             direct.append(timed(lambda: live.model.invoke(direct_messages)))
             routed.append(timed(lambda: router.invoke(QUESTION)))
+            chat_d.append(timed(lambda: chat_direct.invoke(direct_messages)))
+            chat_r.append(timed(lambda: chat_router.invoke(QUESTION)))
+            tools_d.append(timed(lambda: tools_direct.invoke(direct_messages)))
+            tools_r.append(timed(lambda: tools_routed.invoke(QUESTION)))
             started = time.perf_counter()
             answer = refused_router.invoke(QUESTION)
             refused.append((time.perf_counter() - started) * 1000)
@@ -129,7 +153,17 @@ def run(iterations: int) -> dict[str, Any]:
     direct_s, routed_s = summary(direct), summary(routed)
     classifier_p50 = percentile(single, 0.5)
     routing_added = routed_s["p50_ms"] - direct_s["p50_ms"] - classifier_p50
+    chat_added = percentile(chat_r, 0.5) - percentile(chat_d, 0.5) - classifier_p50
+    tools_added = percentile(tools_r, 0.5) - percentile(tools_d, 0.5) - classifier_p50
     return {
+        "chat_model": {
+            "direct": summary(chat_d),
+            "router": summary(chat_r),
+            "direct_tools": summary(tools_d),
+            "router_tools": summary(tools_r),
+            "added_beyond_classifier_p50_ms": chat_added,
+            "added_with_tools_beyond_classifier_p50_ms": tools_added,
+        },
         "iterations": iterations,
         "direct": direct_s,
         "router": routed_s,
@@ -149,6 +183,10 @@ def run(iterations: int) -> dict[str, Any]:
         },
         "targets": {
             "routing_added_under_5ms": routing_added < TARGET_ROUTING_MS,
+            "chat_model_added_under_5ms": chat_added < TARGET_ROUTING_MS,
+            "chat_model_tools_added_under_5ms": tools_added < TARGET_ROUTING_MS,
+            # "no more": within 1 ms of the plain request's overhead (timer and noise).
+            "tools_cost_no_more": tools_added <= chat_added + 1.0,
             "refused_attempt_under_20ms": percentile(refused_attempt, 0.5) < TARGET_REFUSED_MS,
         },
     }
@@ -160,6 +198,13 @@ def print_table(results: dict[str, Any]) -> None:
         ("through HerdRouter", results["router"]),
         ("fallback after refused connection", results["fallback_refused"]),
         ("fallback after HTTP 503", results["fallback_503"]),
+    ]
+    chat = results["chat_model"]
+    rows += [
+        ("OpenAI route, chat model directly", chat["direct"]),
+        ("OpenAI route, through the herd", chat["router"]),
+        ("tools bound, chat model directly", chat["direct_tools"]),
+        ("tools bound, through the herd", chat["router_tools"]),
     ]
     print(f"{'path':<36} {'p50 ms':>9} {'p95 ms':>9}")
     for label, stats in rows:
@@ -175,6 +220,11 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         f"routing added beyond classifier (p50): "
         f"{results['routing_added_beyond_classifier_p50_ms']:.2f} ms (target < 5)"
+    )
+    print(
+        f"chat model, added beyond classifier:   "
+        f"{chat['added_beyond_classifier_p50_ms']:.2f} ms p50 without tools, "
+        f"{chat['added_with_tools_beyond_classifier_p50_ms']:.2f} ms with tools (target < 5)"
     )
     print(
         f"refused attempt before next expert:    "

@@ -18,12 +18,17 @@ from langchain_herd._version import __version__
 
 if TYPE_CHECKING:
     from langchain_herd.breaker import CircuitBreaker
+    from langchain_herd.capabilities import Capabilities, Requirements
+    from langchain_herd.chat_models import HerdRouter, route_on
     from langchain_herd.classifiers.base import Classifier, SavedClassifier, load_classifier
     from langchain_herd.config import HerdConfig, load_config
     from langchain_herd.decision import Attempt, RouteDecision
+    from langchain_herd.decision_models import HerdChoiceAnswer, HerdDecisionModel
+    from langchain_herd.engine import HerdEngine, RouteRequest
     from langchain_herd.errors import (
         AllExpertsFailedError,
         ArtifactError,
+        CapabilityError,
         ConfigError,
         EmptyAnswerError,
         ExpertError,
@@ -32,8 +37,9 @@ if TYPE_CHECKING:
         StreamInterruptedError,
     )
     from langchain_herd.experts import Expert, TGIGenerateChat, build_chat_model, build_expert
+    from langchain_herd.middleware import HerdMiddleware
     from langchain_herd.policies import ArgmaxPolicy, MarginPolicy, Policy
-    from langchain_herd.router import HerdRouter
+    from langchain_herd.sessions import InMemorySessions
 
 # Public names -> the module that defines them. Imported on first use, so that
 # `import langchain_herd.evaluation` (or `herd eval`) does not load LangChain.
@@ -46,6 +52,9 @@ _EXPORTS: dict[str, str] = {
     "load_config": "langchain_herd.config",
     "Attempt": "langchain_herd.decision",
     "RouteDecision": "langchain_herd.decision",
+    "HerdChoiceAnswer": "langchain_herd.decision_models",
+    "HerdDecisionModel": "langchain_herd.decision_models",
+    "HerdMiddleware": "langchain_herd.middleware",
     "AllExpertsFailedError": "langchain_herd.errors",
     "ArtifactError": "langchain_herd.errors",
     "ConfigError": "langchain_herd.errors",
@@ -61,7 +70,14 @@ _EXPORTS: dict[str, str] = {
     "ArgmaxPolicy": "langchain_herd.policies",
     "MarginPolicy": "langchain_herd.policies",
     "Policy": "langchain_herd.policies",
-    "HerdRouter": "langchain_herd.router",
+    "HerdRouter": "langchain_herd.chat_models",
+    "HerdEngine": "langchain_herd.engine",
+    "RouteRequest": "langchain_herd.engine",
+    "route_on": "langchain_herd.chat_models",
+    "Capabilities": "langchain_herd.capabilities",
+    "Requirements": "langchain_herd.capabilities",
+    "CapabilityError": "langchain_herd.errors",
+    "InMemorySessions": "langchain_herd.sessions",
 }
 
 
@@ -83,19 +99,28 @@ __all__ = [
     "ArgmaxPolicy",
     "ArtifactError",
     "Attempt",
+    "Capabilities",
+    "CapabilityError",
     "CircuitBreaker",
     "Classifier",
     "ConfigError",
     "EmptyAnswerError",
     "Expert",
     "ExpertError",
+    "HerdChoiceAnswer",
     "HerdConfig",
+    "HerdDecisionModel",
+    "HerdEngine",
     "HerdError",
+    "HerdMiddleware",
     "HerdRouter",
+    "InMemorySessions",
     "InputError",
     "MarginPolicy",
     "Policy",
+    "Requirements",
     "RouteDecision",
+    "RouteRequest",
     "SavedClassifier",
     "StreamInterruptedError",
     "TGIGenerateChat",
@@ -104,4 +129,5 @@ __all__ = [
     "build_expert",
     "load_classifier",
     "load_config",
+    "route_on",
 ]

@@ -1,5 +1,8 @@
 """The ``herd`` command: serve, up, route, demo, label, train, eval and calibrate.
 
+CONFIG is a herd config YAML file or ``bundled:<name>``, one shipped with the package
+(``bundled:local``: the embedded default herd of local SmolLM2 experts).
+
 - ``herd serve``: one local TGI-protocol server (see ``python -m langchain_herd.server -h``).
 - ``herd up CONFIG``: start the config's local servers, wait for health, keep them up.
 - ``herd route CONFIG "question"``: print the decision and the answer.
@@ -26,17 +29,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from langchain_herd.config import HerdConfig, load_config
+from langchain_herd.config import BUNDLED_PREFIX, HerdConfig, bundled_configs, load_config
 from langchain_herd.decision import RouteDecision
 from langchain_herd.errors import HerdError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "tgi_configs" / "local.yaml"
+#: The embedded default herd, shipped in the package so ``herd demo`` runs from any folder.
+DEFAULT_CONFIG = "bundled:local"
 
 
-def _default_config() -> str:
-    if DEFAULT_CONFIG.is_file():
-        return str(DEFAULT_CONFIG)
-    return "tgi_configs/local.yaml"
+def _config_help() -> str:
+    bundled = ", ".join(BUNDLED_PREFIX + name for name in bundled_configs())
+    return f"herd config: a YAML file, or one shipped with the package ({bundled})"
 
 
 def _waiting(name: str, waited: float) -> None:
@@ -145,7 +148,7 @@ def _print_decision(decision: RouteDecision) -> None:
 
 def cmd_route(args: argparse.Namespace) -> int:
     from langchain_herd.local_servers import LocalHerd
-    from langchain_herd.router import HerdRouter
+    from langchain_herd.chat_models import HerdRouter
 
     config = load_config(args.config)
     router = HerdRouter.from_config(config)
@@ -189,7 +192,7 @@ def run_demo(config_path: str, n: int, seed: int, out: Path | None) -> dict[str,
 
     from langchain_herd.local_servers import LocalHerd
     from langchain_herd.mmlu import extract_letter, format_question, load_mmlu, sample_questions
-    from langchain_herd.router import HerdRouter
+    from langchain_herd.chat_models import HerdRouter
 
     config = load_config(config_path)
     questions = load_mmlu()
@@ -339,17 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--dry-run", action="store_true", help="print, do not write")
     up = sub.add_parser("up", help="start a config's local servers and wait for health")
-    up.add_argument("config")
+    up.add_argument("config", metavar="CONFIG", help=_config_help())
     up.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for health")
     route = sub.add_parser("route", help="route one question and print decision and answer")
-    route.add_argument("config")
+    route.add_argument("config", metavar="CONFIG", help=_config_help())
     route.add_argument("question")
     route.add_argument("--json", action="store_true", help="print JSON")
     route.add_argument(
         "--decision-only", action="store_true", help="classify and rank without calling an expert"
     )
     demo = sub.add_parser("demo", help="route a sample of MMLU through the local herd")
-    demo.add_argument("--config", default=_default_config())
+    demo.add_argument(
+        "--config",
+        metavar="CONFIG",
+        default=DEFAULT_CONFIG,
+        help=f"{_config_help()}; default {DEFAULT_CONFIG}",
+    )
     demo.add_argument("-n", "--questions", type=int, default=24)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, default=None, help="write rows and summary as JSON")

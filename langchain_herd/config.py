@@ -2,14 +2,16 @@
 
 Every model forbids unknown keys so a typo fails loudly at load time instead of being
 silently ignored in production. ``load_config`` turns pydantic's errors into one
-``ConfigError`` that names the file, the key and what is allowed.
+``ConfigError`` that names the file, the key and what is allowed. A config is a YAML file or
+``bundled:<name>``, one shipped inside the package (``bundled:local``, the embedded default),
+so it loads from any folder.
 
 Example:
     .. code-block:: python
 
         from langchain_herd.config import load_config
 
-        herd = load_config("tgi_configs/local.yaml")
+        herd = load_config("bundled:local")  # or a path: load_config("my-herd.yaml")
         print([expert.name for expert in herd.experts])
 """
 
@@ -58,6 +60,11 @@ DEFAULT_FALLBACK_ON: tuple[FailureKind, ...] = (
     "stream_broken",
 )
 PromptFormat = Literal["chatml", "llama3", "mistral", "plain"]
+#: Prefix of a reference to something shipped in the package: ``bundled:local`` (a herd
+#: config) or ``bundled:mmlu-group-tfidf`` (a classifier).
+BUNDLED_PREFIX = "bundled:"
+#: Herd configs shipped in the package (``bundled:<file stem>``); package data in pyproject.
+BUNDLED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class _Strict(BaseModel):
@@ -85,6 +92,16 @@ class GenerationParams(_Strict):
     """Sampling seed, for repeatable sampled output."""
     stop: list[str] = Field(default_factory=list)
     """Stop sequences."""
+
+
+class CapabilitiesConfig(_Strict):
+    """What an endpoint can do; unset keys keep the protocol's default."""
+
+    tools: bool | None = None
+    """Tool calling (the server was started with tool support, e.g. vLLM's
+    ``--enable-auto-tool-choice``)."""
+    structured_output: list[Literal["json_schema", "json_mode", "function_calling"]] | None = None
+    """Structured output methods the endpoint honours."""
 
 
 class ExpertConfig(_Strict):
@@ -121,6 +138,9 @@ class ExpertConfig(_Strict):
     """What this expert is good at, for humans and reports."""
     routes: list[str] = Field(default_factory=list)
     """Route labels this expert serves (e.g. ``stem``); the classifier scores these labels."""
+    capabilities: CapabilitiesConfig | None = None
+    """What the endpoint honours beyond chat; default by protocol (``openai``: tools and
+    every structured output method; ``tgi``: JSON grammars, no tools)."""
 
     @field_validator("url")
     @classmethod
@@ -176,6 +196,19 @@ class PolicyConfig(_Strict):
         return self
 
 
+class StickyConfig(_Strict):
+    """Sticky routes across the turns of a conversation thread (``configurable.thread_id``)."""
+
+    enabled: bool = True
+    """Keep a thread with its previous expert unless clearly beaten."""
+    margin: float = Field(default=0.1, ge=0, le=1)
+    """How much the best expert's score must beat the previous expert's to move the thread."""
+    ttl_s: float = Field(default=3600.0, gt=0)
+    """How long a thread's expert is remembered after its last turn."""
+    max_threads: int = Field(default=10_000, ge=1)
+    """Most threads remembered; the least recently used are forgotten first."""
+
+
 class RouterConfig(_Strict):
     """The classifier and the policy."""
 
@@ -186,6 +219,8 @@ class RouterConfig(_Strict):
     query: Literal["last_user", "all_user"] = "all_user"
     """Which messages are classified: only the last user turn, or every user turn (so a
     terse follow-up stays with the expert of the conversation's topic)."""
+    sticky: StickyConfig = Field(default_factory=StickyConfig)
+    """Sticky routes for conversation threads."""
 
 
 class BreakerConfig(_Strict):
@@ -384,25 +419,66 @@ def parse_config(
     return config
 
 
+def bundled_configs() -> list[str]:
+    """Names of the herd configs shipped with the package, for ``bundled:<name>``."""
+    if not BUNDLED_CONFIG_DIR.is_dir():
+        return []
+    return sorted(file.stem for file in BUNDLED_CONFIG_DIR.glob("*.yaml"))
+
+
+def _bundled_list() -> str:
+    return ", ".join(BUNDLED_PREFIX + name for name in bundled_configs()) or "none"
+
+
+def _is_bundled(path: str | Path) -> bool:
+    # Only a str can be a reference; a Path always names a file.
+    return isinstance(path, str) and path.startswith(BUNDLED_PREFIX)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """The YAML file a config reference names: ``bundled:<name>`` or a path.
+
+    Raises:
+        ConfigError: an unknown ``bundled:`` name (the message lists the known ones) or a
+            path that is not a file.
+    """
+    if _is_bundled(path):
+        name = str(path)[len(BUNDLED_PREFIX) :]
+        if name not in bundled_configs():
+            raise ConfigError(
+                f"{path}: no bundled config {name!r}; bundled configs: {_bundled_list()} "
+                "(or give the path of a herd config YAML file)"
+            )
+        return BUNDLED_CONFIG_DIR / f"{name}.yaml"
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(
+            f"{file}: no such config file; give the path of a herd config YAML file, or a "
+            f"config shipped with the package: {_bundled_list()}"
+        )
+    return file
+
+
 def load_config(path: str | Path, *, resolve_secrets: bool = True) -> HerdConfig:
-    """Load and validate a herd config from a YAML file.
+    """Load and validate a herd config from a YAML file or a bundled config.
 
     Args:
-        path: the YAML file.
+        path: the YAML file, or ``bundled:<name>`` for a config shipped with the package
+            (``bundled:local``: the embedded default herd; see ``bundled_configs()``).
         resolve_secrets: read auth tokens from the environment now (turn off to inspect a
             config without its secrets).
 
     Raises:
-        ConfigError: the file is missing, not YAML, or not a valid herd config; the message
-            names the file and each offending key.
+        ConfigError: the file is missing, the bundled name unknown, the file not YAML, or
+            not a valid herd config; the message names the file and each offending key.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{file}: no such config file (see tgi_configs/ for examples)")
+    file = resolve_config_path(path)
+    # Errors in a bundled config name the reference the user typed and the file behind it.
+    source = f"{path} ({file})" if _is_bundled(path) else str(file)
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
     return parse_config(
-        data, source=str(file), base_dir=file.resolve().parent, resolve_secrets=resolve_secrets
+        data, source=source, base_dir=file.resolve().parent, resolve_secrets=resolve_secrets
     )

@@ -55,6 +55,14 @@ class RouteDecision(BaseModel):
     """The policy that ranked them."""
     classify_ms: float
     """Time the classifier took."""
+    requirements: list[str] = Field(default_factory=list)
+    """What the request needed of its expert (``tools``, ``structured_output:<method>``)."""
+    excluded: dict[str, str] = Field(default_factory=dict)
+    """Experts left out of the ranking because they cannot honour the request, with why."""
+    pinned: str | None = None
+    """The expert pinned for this call (``configurable``), if any."""
+    sticky: str | None = None
+    """Why the route was held to an earlier expert (tool loop, thread), if it was."""
     skipped: dict[str, str] = Field(default_factory=dict)
     """Experts passed over without a call, with why (e.g. an open breaker)."""
     attempts: list[Attempt] = Field(default_factory=list)

@@ -76,3 +76,10 @@ class StreamInterruptedError(HerdError, ConnectionError):
             f"expert {expert!r} stream broke after {len(partial_text)} characters had been sent "
             f"({type(cause).__name__}: {cause}); streamed so far: {partial_text!r}"
         )
+
+
+class CapabilityError(HerdError, ValueError):
+    """No expert that may answer this request can honour what was bound (tools, a schema).
+
+    Raised before any expert is called; the message lists each expert and why it was excluded.
+    """

@@ -1,6 +1,7 @@
 """Sort an expert's exception into a failure kind, so fallback rules can name kinds.
 
-The clients raise a zoo of classes (see the TGI field notes): huggingface_hub's
+The clients raise a zoo of classes (see the TGI field notes): the openai client's
+``APIStatusError``/``APIConnectionError``/``APITimeoutError`` on the OpenAI route, huggingface_hub's
 ``TextGenerationError`` family for TGI error payloads on the generate routes,
 ``HfHubHTTPError`` on the chat route, bare ``httpx`` transport errors for refused
 connections, timeouts and dropped streams. ``classify_failure`` maps each to one kind, or
@@ -14,6 +15,7 @@ import asyncio
 from dataclasses import dataclass
 
 import httpx
+import openai
 from huggingface_hub.errors import (
     GenerationError,
     HfHubHTTPError,
@@ -85,6 +87,15 @@ def classify_failure(exc: BaseException) -> Failure | None:
         # An error_type the client does not know: the status is all there is to go on.
         if status is not None:
             return Failure(_kind_for_status(status), message, status)
+        return Failure("generation_error", message, status)
+    if isinstance(exc, openai.APITimeoutError):
+        return Failure("timeout", message, status)
+    if isinstance(exc, openai.APIConnectionError):
+        return Failure("connection", message, status)
+    if isinstance(exc, openai.APIStatusError):
+        return Failure(_kind_for_status(exc.status_code), message, exc.status_code)
+    if isinstance(exc, openai.APIError):
+        # An error event inside a stream (TGI's `data: {"error": ...}`): no HTTP status.
         return Failure("generation_error", message, status)
     if isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)):
         return Failure("timeout", message, status)

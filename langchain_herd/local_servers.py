@@ -62,7 +62,7 @@ class LocalHerd:
     Example:
         .. code-block:: python
 
-            with LocalHerd(load_config("tgi_configs/local.yaml")) as herd:
+            with LocalHerd(load_config("bundled:local")) as herd:
                 print(herd.urls)
     """
 

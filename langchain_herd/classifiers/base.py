@@ -74,6 +74,8 @@ class SavedClassifier:
         directory = Path(path)
         config = read_artifact_config(directory)
         kind = config.get("kind")
+        if cls is SavedClassifier:
+            _register_builtin_kinds()
         target = cls.registry.get(str(kind)) if cls is SavedClassifier else cls
         if target is None or (cls is not SavedClassifier and kind != cls.kind):
             known = ", ".join(sorted(cls.registry)) or "none"
@@ -105,9 +107,16 @@ def read_artifact_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def load_classifier(path: str | Path) -> SavedClassifier:
-    """Load any registered classifier artifact from ``path``."""
-    # Import the built-in kinds so their classes are registered before dispatch.
+def _register_builtin_kinds() -> None:
+    """Import the built-in kinds so their classes are in ``SavedClassifier.registry``."""
+    # Imported here, not at the top: each of these modules imports this one, and a process
+    # that only imported the base class would otherwise know no kinds. None loads torch.
     from langchain_herd.classifiers import embedding, finetuned, tfidf  # noqa: F401
 
+
+def load_classifier(path: str | Path) -> SavedClassifier:
+    """Load any registered classifier artifact from ``path``.
+
+    The same as ``SavedClassifier.from_pretrained(path)``.
+    """
     return SavedClassifier.from_pretrained(path)

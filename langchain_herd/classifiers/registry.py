@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from langchain_herd.classifiers.base import SavedClassifier, load_classifier
+from langchain_herd.config import BUNDLED_PREFIX
 from langchain_herd.errors import ArtifactError
 
-BUNDLED_PREFIX = "bundled:"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "router_models"
 
 

@@ -95,3 +95,32 @@ class ScriptedChat(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         for chunk in self._stream(messages, stop):
             yield chunk
+
+
+class ToolChat(ScriptedChat):
+    """A ``ScriptedChat`` that can call tools: with tools bound it calls the first one.
+
+    It records what each call was bound with, so tests can check what the herd passed on.
+    """
+
+    bound: list[dict[str, Any]] = Field(default_factory=list)
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        return self.bind(tools=list(tools), **kwargs)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.bound.append({**kwargs, **({"stop": stop} if stop else {})})
+        if not kwargs.get("tools"):
+            return super()._generate(messages, stop, run_manager, **kwargs)
+        self.calls += 1
+        self.seen.append(list(messages))
+        name = kwargs["tools"][0]["function"]["name"]
+        call = {"name": name, "args": {"a": 1, "b": 2}, "id": f"call_{self.calls}"}
+        message = AIMessage(content="", tool_calls=[call])
+        return ChatResult(generations=[ChatGeneration(message=message)])

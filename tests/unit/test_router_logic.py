@@ -252,7 +252,14 @@ class RunRecorder(BaseCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.models.append({"parent": parent_run_id, "tags": tags})
+        self.models.append(
+            {"run_id": run_id, "parent": parent_run_id, "tags": tags, "name": kwargs.get("name")}
+        )
+
+    def on_custom_event(
+        self, name: str, data: Any, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        self.events.append((name, data, run_id))
 
 
 def test_trace_has_router_run_with_decision_and_tagged_expert_child() -> None:
@@ -261,14 +268,15 @@ def test_trace_has_router_run_with_decision_and_tagged_expert_child() -> None:
     )
     recorder = RunRecorder()
     router.invoke("integral", {"callbacks": [recorder]})
-    assert recorder.chains[0]["name"] == "herd"
-    metadata = recorder.chains[0]["metadata"]
-    assert metadata["herd_chosen"] == "stem"
-    assert metadata["herd_ranking"][0] == "stem"
-    router_run = recorder.chains[0]["run_id"]
-    assert [m["parent"] for m in recorder.models] == [router_run, router_run]
-    assert "expert:stem" in recorder.models[0]["tags"]
-    assert "expert:humanities" in recorder.models[1]["tags"]
+    herd_run = recorder.models[0]
+    assert herd_run["parent"] is None
+    experts = recorder.models[1:]
+    assert [m["parent"] for m in experts] == [herd_run["run_id"], herd_run["run_id"]]
+    assert "expert:stem" in experts[0]["tags"]
+    assert "expert:humanities" in experts[1]["tags"]
+    [(name, decision, run_id)] = recorder.events
+    assert name == "herd_decision" and run_id == herd_run["run_id"]
+    assert decision["ranking"][0] == "stem" and decision["answered_by"] == "humanities"
 
 
 def test_stream_falls_back_before_first_token() -> None:
@@ -315,12 +323,14 @@ async def test_astream_events_show_routing() -> None:
     )
     events = [e async for e in router.astream_events("integral", version="v2")]
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "on_chain_start"
+    assert kinds[0] == "on_chat_model_start" and events[0]["name"] == "herd"
     assert "on_chat_model_stream" in kinds
-    model_start = next(e for e in events if e["event"] == "on_chat_model_start")
-    assert "expert:stem" in model_start["tags"]
+    herd_run = events[0]["run_id"]
+    expert_start = next(e for e in events[1:] if e["event"] == "on_chat_model_start")
+    assert "expert:stem" in expert_start["tags"]
+    assert expert_start["parent_ids"][-1] == herd_run
     end = events[-1]
-    assert end["event"] == "on_chain_end"
+    assert end["event"] == "on_chat_model_end" and end["run_id"] == herd_run
     assert end["data"]["output"].response_metadata["herd"]["answered_by"] == "stem"
 
 
@@ -379,7 +389,7 @@ def test_with_retry_and_with_fallbacks_wrap_the_herd() -> None:
     )
 
     class HealOnSecondCall(BaseCallbackHandler):
-        def on_chain_error(self, error: BaseException, **kwargs: Any) -> None:
+        def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
             flaky.error = None
 
     answer = router.with_retry(stop_after_attempt=2, wait_exponential_jitter=False).invoke(

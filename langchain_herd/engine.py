@@ -1,0 +1,601 @@
+"""The routing engine: classify, rank, call experts in order with fallbacks and breakers.
+
+It knows nothing of how it is called. The surfaces over it (the ``HerdRouter`` chat model,
+the agent middleware, an HTTP endpoint) hand it the messages and a way to call one expert;
+the engine decides who is called, in what order, and records every step in a
+``RouteDecision``. There is no other copy of the fallback loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+
+from langchain_herd.breaker import CircuitBreaker
+from langchain_herd.capabilities import Requirements
+from langchain_herd.classifiers.base import Classifier
+from langchain_herd.config import DEFAULT_FALLBACK_ON, FailureKind
+from langchain_herd.decision import Attempt, RouteDecision
+from langchain_herd.errors import (
+    AllExpertsFailedError,
+    CapabilityError,
+    ConfigError,
+    EmptyAnswerError,
+    InputError,
+    StreamInterruptedError,
+)
+from langchain_herd.experts import Expert
+from langchain_herd.failures import Failure, classify_failure
+from langchain_herd.inputs import QueryMode, query_text
+from langchain_herd.policies import ArgmaxPolicy, Policy
+from langchain_herd.sessions import InMemorySessions, SessionStore
+
+DECISION_KEY = "herd"
+"""Key of the decision in an answer's ``response_metadata``."""
+
+#: Failure kinds caused by the request itself (too long, a feature this expert lacks, a
+#: bad parameter): another expert may take it, but they say nothing of the expert's health.
+REQUEST_FAULTS: frozenset[FailureKind] = frozenset({"invalid_input", "client_error"})
+
+
+@dataclass
+class RouteRequest:
+    """Everything the engine needs to decide one call."""
+
+    messages: list[BaseMessage]
+    """The conversation as the experts will receive it (before their system prompts)."""
+    query: str | None = None
+    """Text to classify instead of the messages' user turns (``route_on``)."""
+    needs: Requirements = field(default_factory=Requirements)
+    """What the answering expert must honour (tools, structured output)."""
+    pin: str | None = None
+    """Call only this expert (per-call ``configurable``)."""
+    policy: Policy | None = None
+    """Rank with this policy instead of the engine's (per-call ``configurable``)."""
+    thread_id: str | None = None
+    """Conversation thread, for sticky routes across turns."""
+    model: str | None = None
+    """Only experts serving this model id may answer (a per-call ``model``)."""
+
+
+def has_answer(message: BaseMessage) -> bool:
+    """Text, or a tool call: an empty reply counts as a failure so the herd falls back."""
+    if message.text.strip():
+        return True
+    return bool(getattr(message, "tool_calls", None) or getattr(message, "tool_call_chunks", None))
+
+
+def answered_this_turn(messages: Sequence[BaseMessage]) -> str | None:
+    """The expert that answered earlier in the current turn (the agent's tool loop), if any.
+
+    A turn starts at the last human message; an AI message after it was written by this herd
+    when it carries a decision, so the loop's next model call stays with the same expert.
+    """
+    if not messages or isinstance(messages[-1], HumanMessage):
+        return None
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return None
+        if isinstance(message, AIMessage):
+            decision = message.response_metadata.get(DECISION_KEY)
+            if isinstance(decision, dict) and isinstance(decision.get("answered_by"), str):
+                return decision["answered_by"]
+    return None
+
+
+class _Trial:
+    """Bookkeeping for one expert call: timing, breaker and the decision trail."""
+
+    def __init__(self, engine: HerdEngine, decision: RouteDecision, name: str) -> None:
+        self.engine = engine
+        self.decision = decision
+        self.name = name
+        self.started = time.perf_counter()
+        self.settled = False
+
+    def _elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def succeeded(self) -> None:
+        self.settled = True
+        self.engine.breakers[self.name].record_success()
+        self.decision.attempts.append(
+            Attempt(expert=self.name, ok=True, latency_ms=self._elapsed_ms())
+        )
+        self.decision.answered_by = self.name
+
+    def failed(self, exc: BaseException, kind: FailureKind | None = None) -> Failure | None:
+        """Record a failure; return it when the engine may fall back, else None."""
+        self.settled = True
+        failure = classify_failure(exc)
+        if failure is not None and kind is not None:
+            failure = Failure(kind, failure.message, failure.status_code)
+        recorded = failure or Failure("client_error", f"{type(exc).__name__}: {exc}")
+        self.decision.attempts.append(
+            Attempt(
+                expert=self.name,
+                ok=False,
+                latency_ms=self._elapsed_ms(),
+                failure=recorded.kind,
+                error=recorded.message,
+                status_code=recorded.status_code,
+            )
+        )
+        breaker = self.engine.breakers[self.name]
+        if failure is None or failure.kind in REQUEST_FAULTS:
+            # The request's own fault (or a bug): the breaker measures expert health only.
+            breaker.release_probe()
+        else:
+            breaker.record_failure()
+        if failure is None:
+            return None
+        return failure if failure.kind in self.engine.fallback_on else None
+
+    def abandon(self) -> None:
+        """The caller stopped (cancelled, closed the stream): free a half-open probe slot."""
+        if not self.settled:
+            self.engine.breakers[self.name].release_probe()
+
+
+class HerdEngine:
+    """Decide who answers and run the attempts; shared by every surface of the herd.
+
+    Example:
+        .. code-block:: python
+
+            engine = HerdEngine([Expert("a", chat_a), Expert("b", chat_b)], classifier)
+            decision = engine.decide(RouteRequest([HumanMessage("2 + 2?")]))
+            answer = engine.invoke(decision, lambda expert: expert.model.invoke("2 + 2?"))
+    """
+
+    def __init__(
+        self,
+        experts: Sequence[Expert],
+        classifier: Classifier,
+        *,
+        policy: Policy | None = None,
+        default_expert: str | None = None,
+        max_attempts: int = 3,
+        fallback_on: Sequence[FailureKind] = DEFAULT_FALLBACK_ON,
+        breaker_threshold: int = 3,
+        breaker_cooldown_s: float = 30.0,
+        query_mode: QueryMode = "all_user",
+        sticky_margin: float | None = 0.1,
+        sessions: SessionStore | None = None,
+        name: str = "herd",
+    ) -> None:
+        """Build the engine.
+
+        Args:
+            experts: the herd, in preference order for ties.
+            classifier: scores queries against route labels (or expert names).
+            policy: ranks experts from scores; default ``ArgmaxPolicy``.
+            default_expert: fallback anchor and the ``margin`` policy's home.
+            max_attempts: most experts called for one request.
+            fallback_on: failure kinds that move on to the next expert.
+            breaker_threshold: consecutive failures that open an expert's breaker.
+            breaker_cooldown_s: seconds an open breaker skips its expert before a probe.
+            query_mode: classify every user turn (``all_user``) or only the last.
+            sticky_margin: a thread's follow-up stays with the previous expert unless the
+                best expert's score beats it by more than this; None turns threads off.
+            sessions: where threads' experts are kept; default in-process, bounded.
+            name: the herd's name in traces.
+        """
+        if not experts:
+            raise ConfigError("a herd needs at least one expert")
+        self.experts: dict[str, Expert] = {}
+        for expert in experts:
+            if expert.name in self.experts:
+                raise ConfigError(f"two experts are named {expert.name!r}; names must be unique")
+            self.experts[expert.name] = expert
+        self.classifier = classifier
+        self.policy: Policy = policy or ArgmaxPolicy()
+        self.default_expert = default_expert or experts[0].name
+        if self.default_expert not in self.experts:
+            raise ConfigError(
+                f"default expert {self.default_expert!r} is not in the herd ({list(self.experts)})"
+            )
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+        self.max_attempts = max_attempts
+        self.fallback_on = frozenset(fallback_on)
+        self.breakers = {
+            name: CircuitBreaker(breaker_threshold, breaker_cooldown_s) for name in self.experts
+        }
+        self.query_mode: QueryMode = query_mode
+        self.sticky_margin = sticky_margin
+        self.sessions: SessionStore = sessions if sessions is not None else InMemorySessions()
+        self.name = name
+        self.label_experts = self._map_labels()
+
+    def _map_labels(self) -> dict[str, list[str]]:
+        if getattr(self.classifier, "mode", None) == "correctness":
+            # A correctness router predicts, per expert, whether it answers right: its labels
+            # are the experts it was trained on, and must all be in this herd.
+            missing = [label for label in self.classifier.labels if label not in self.experts]
+            if missing:
+                raise ConfigError(
+                    f"this correctness classifier was trained for experts {missing} that are not "
+                    f"in the herd (herd: {list(self.experts)}); name the herd's experts like the "
+                    f"correctness table's model columns, or train a router for this herd"
+                )
+            return {label: [label] for label in self.classifier.labels}
+        mapping: dict[str, list[str]] = {}
+        for expert in self.experts.values():
+            for label in expert.routes:
+                mapping.setdefault(label, []).append(expert.name)
+        for label in self.classifier.labels:
+            # Correctness routers score experts directly: a label named like an expert is it.
+            if label not in mapping and label in self.experts:
+                mapping[label] = [label]
+        unserved = [label for label in self.classifier.labels if label not in mapping]
+        if unserved:
+            raise ConfigError(
+                f"the classifier's labels {unserved} are served by no expert (classifier labels: "
+                f"{list(self.classifier.labels)}; expert routes: "
+                f"{ {e.name: e.routes for e in self.experts.values()} }); add each label to "
+                f"some expert's `routes`, or use a classifier trained for this herd"
+            )
+        return mapping
+
+    # -- deciding ---------------------------------------------------------------------
+
+    def decide(self, request: RouteRequest) -> RouteDecision:
+        """Score, rank, apply capabilities, pins and sticky routes; call nobody.
+
+        Raises:
+            InputError: the pinned expert is not in the herd.
+            CapabilityError: no expert (or not the pinned one) can honour the request.
+        """
+        text = request.query if request.query is not None else self.query_of(request.messages)
+        started = time.perf_counter()
+        proba = self.classifier.predict_proba([text])
+        classify_ms = (time.perf_counter() - started) * 1000
+        scores = {
+            label: float(p) for label, p in zip(self.classifier.labels, proba[0], strict=True)
+        }
+        expert_scores = dict.fromkeys(self.experts, 0.0)
+        for label, score in scores.items():
+            for name in self.label_experts.get(label, []):
+                expert_scores[name] = max(expert_scores[name], score)
+        policy = request.policy or self.policy
+        ranking = policy.rank(expert_scores, self.default_expert)
+        decision = RouteDecision(
+            query=text,
+            scores=scores,
+            expert_scores=expert_scores,
+            ranking=ranking,
+            policy=getattr(policy, "name", "custom"),
+            classify_ms=classify_ms,
+            requirements=request.needs.describe(),
+        )
+        self._apply_capabilities(decision, request)
+        if request.pin is not None:
+            decision.pinned = request.pin
+            decision.ranking = [request.pin]
+        else:
+            self._apply_sticky(decision, request)
+        return decision
+
+    def query_of(self, messages: Sequence[BaseMessage]) -> str:
+        """The text the classifier reads from these messages."""
+        return query_text(messages, self.query_mode)
+
+    def _apply_capabilities(self, decision: RouteDecision, request: RouteRequest) -> None:
+        if request.pin is not None and request.pin not in self.experts:
+            raise InputError(
+                f"expert {request.pin!r} is pinned for this call but is not in the herd; "
+                f"pin one of {list(self.experts)}"
+            )
+        for name in list(decision.ranking):
+            expert = self.experts[name]
+            why = expert.can.missing(request.needs)
+            if why is None and request.model is not None and expert.model_id != request.model:
+                why = f"serves {expert.model_id}, not {request.model}"
+            if why is not None:
+                decision.excluded[name] = why
+        decision.ranking = [n for n in decision.ranking if n not in decision.excluded]
+        if request.pin is not None and request.pin in decision.excluded:
+            raise CapabilityError(
+                f"the pinned expert {request.pin!r} {decision.excluded[request.pin]}, which this "
+                f"request needs ({', '.join(decision.requirements)}); pin an expert that can, or "
+                f"declare its capabilities in the herd config"
+            )
+        if not decision.ranking:
+            reasons = "; ".join(f"{n}: {why}" for n, why in decision.excluded.items())
+            raise CapabilityError(
+                f"no expert in the herd can honour this request "
+                f"({', '.join(decision.requirements)}): {reasons}. Declare `capabilities` on an "
+                f"expert whose server supports it, or remove the binding"
+            )
+
+    def _apply_sticky(self, decision: RouteDecision, request: RouteRequest) -> None:
+        held = answered_this_turn(request.messages)
+        if held is not None and held in decision.ranking:
+            decision.ranking.remove(held)
+            decision.ranking.insert(0, held)
+            decision.sticky = f"tool loop: {held} answered earlier in this turn"
+            return
+        if request.thread_id is None or self.sticky_margin is None:
+            return
+        previous = self.sessions.get(request.thread_id)
+        if previous is None or previous not in decision.ranking:
+            return
+        best = decision.ranking[0]
+        lead = decision.expert_scores[best] - decision.expert_scores[previous]
+        if best != previous and lead <= self.sticky_margin:
+            decision.ranking.remove(previous)
+            decision.ranking.insert(0, previous)
+            decision.sticky = (
+                f"thread {request.thread_id!r}: stays with {previous} ({best} leads by "
+                f"{lead:.3f}, within the sticky margin {self.sticky_margin:g})"
+            )
+        elif best != previous:
+            decision.sticky = (
+                f"thread {request.thread_id!r}: moves from {previous} to {best} (lead "
+                f"{lead:.3f} beats the sticky margin {self.sticky_margin:g})"
+            )
+
+    def remember(self, decision: RouteDecision, thread_id: str | None) -> None:
+        """Keep the thread's expert for its next turn."""
+        if thread_id is not None and decision.answered_by is not None and not decision.pinned:
+            self.sessions.set(thread_id, decision.answered_by)
+
+    def candidates(self, decision: RouteDecision) -> Iterator[str]:
+        """Experts to try, in order, skipping open breakers (recorded in the decision)."""
+        tried = 0
+        for name in decision.ranking:
+            if tried >= self.max_attempts:
+                return
+            breaker = self.breakers[name]
+            if not breaker.allow():
+                status = breaker.status()
+                decision.skipped[name] = (
+                    f"circuit open after {status.consecutive_failures} consecutive failures; "
+                    f"next probe in {status.retry_in_s:.1f}s"
+                )
+                continue
+            tried += 1
+            yield name
+
+    # -- attempts -----------------------------------------------------------------------
+
+    def invoke(self, decision: RouteDecision, call: Callable[[Expert], BaseMessage]) -> BaseMessage:
+        """Call experts in ranked order until one answers.
+
+        Args:
+            decision: from ``decide``; every attempt is recorded in it.
+            call: calls one expert and returns its message.
+
+        Raises:
+            AllExpertsFailedError: every candidate failed with a failure that falls back.
+        """
+        for name in self.candidates(decision):
+            trial = _Trial(self, decision, name)
+            try:
+                answer = call(self.experts[name])
+                if not has_answer(answer):
+                    raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
+            except Exception as exc:
+                if trial.failed(exc) is None:
+                    raise
+                continue
+            else:
+                trial.succeeded()
+                return answer
+            finally:
+                trial.abandon()
+        raise AllExpertsFailedError(decision)
+
+    async def ainvoke(
+        self, decision: RouteDecision, call: Callable[[Expert], Awaitable[BaseMessage]]
+    ) -> BaseMessage:
+        """Async ``invoke``, with each expert's whole-request deadline enforced."""
+        for name in self.candidates(decision):
+            expert = self.experts[name]
+            trial = _Trial(self, decision, name)
+            try:
+                answer = await Deadline(expert.timeout_s).wait(call(expert))
+                if not has_answer(answer):
+                    raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
+            except Exception as exc:
+                if trial.failed(exc) is None:
+                    raise
+                continue
+            else:
+                trial.succeeded()
+                return answer
+            finally:
+                trial.abandon()
+        raise AllExpertsFailedError(decision)
+
+    def stream(
+        self, decision: RouteDecision, call: Callable[[Expert], Iterator[BaseMessage]]
+    ) -> Iterator[AIMessageChunk]:
+        """Stream the first expert that starts answering; fall back only before its first token.
+
+        A stream that breaks after tokens were sent raises ``StreamInterruptedError`` stating
+        what was sent. Chunks pass through unchanged except their ``chunk_position``: the
+        surface marks its own last chunk.
+        """
+        for name in self.candidates(decision):
+            opened = self._open_stream(name, decision, call)
+            if opened is not None:
+                trial, stream, held = opened
+                yield from self._rest_of_stream(trial, stream, held)
+                return
+        raise AllExpertsFailedError(decision)
+
+    def _open_stream(
+        self,
+        name: str,
+        decision: RouteDecision,
+        call: Callable[[Expert], Iterator[BaseMessage]],
+    ) -> tuple[_Trial, Iterator[BaseMessage], list[BaseMessage]] | None:
+        trial = _Trial(self, decision, name)
+        held: list[BaseMessage] = []
+        stream: Iterator[BaseMessage] = iter(())
+        try:
+            stream = iter(call(self.experts[name]))
+            for chunk in stream:
+                held.append(chunk)
+                if has_answer(chunk):
+                    break
+            else:
+                raise EmptyAnswerError(f"expert {name!r} streamed no answer")
+        except Exception as exc:
+            _close(stream)
+            if trial.failed(exc) is None:
+                raise
+            return None
+        except BaseException:
+            trial.abandon()
+            raise
+        return trial, stream, held
+
+    def _rest_of_stream(
+        self, trial: _Trial, stream: Iterator[BaseMessage], held: list[BaseMessage]
+    ) -> Iterator[AIMessageChunk]:
+        sent: list[str] = []
+        try:
+            for chunk in _chain(held, stream):
+                sent.append(chunk.text)
+                yield _unpositioned(chunk)
+        except Exception as exc:
+            trial.failed(exc, kind="stream_broken")
+            raise StreamInterruptedError(trial.name, "".join(sent), exc) from exc
+        finally:
+            trial.abandon()
+        trial.succeeded()
+
+    async def astream(
+        self,
+        decision: RouteDecision,
+        call: Callable[[Expert], AsyncIterator[BaseMessage]],
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Async ``stream``: same fallback rules, with each expert's deadline enforced."""
+        for name in self.candidates(decision):
+            opened = await self._aopen_stream(name, decision, call)
+            if opened is not None:
+                trial, stream, held, deadline = opened
+                async for chunk in self._arest_of_stream(trial, stream, held, deadline):
+                    yield chunk
+                return
+        raise AllExpertsFailedError(decision)
+
+    async def _aopen_stream(
+        self,
+        name: str,
+        decision: RouteDecision,
+        call: Callable[[Expert], AsyncIterator[BaseMessage]],
+    ) -> tuple[_Trial, AsyncIterator[BaseMessage], list[BaseMessage], Deadline] | None:
+        expert = self.experts[name]
+        trial = _Trial(self, decision, name)
+        held: list[BaseMessage] = []
+        deadline = Deadline(expert.timeout_s)
+        stream: AsyncIterator[BaseMessage] = _no_chunks()
+        try:
+            stream = call(expert)
+            while True:
+                try:
+                    chunk = await deadline.wait(stream.__anext__())
+                except StopAsyncIteration:
+                    raise EmptyAnswerError(f"expert {name!r} streamed no answer") from None
+                held.append(chunk)
+                if has_answer(chunk):
+                    break
+        except Exception as exc:
+            await _aclose(stream)
+            if trial.failed(exc) is None:
+                raise
+            return None
+        except BaseException:
+            await _aclose(stream)
+            trial.abandon()
+            raise
+        return trial, stream, held, deadline
+
+    async def _arest_of_stream(
+        self,
+        trial: _Trial,
+        stream: AsyncIterator[BaseMessage],
+        held: list[BaseMessage],
+        deadline: Deadline,
+    ) -> AsyncIterator[AIMessageChunk]:
+        sent: list[str] = []
+        try:
+            for chunk in held:
+                sent.append(chunk.text)
+                yield _unpositioned(chunk)
+            while True:
+                try:
+                    chunk = await deadline.wait(stream.__anext__())
+                except StopAsyncIteration:
+                    break
+                sent.append(chunk.text)
+                yield _unpositioned(chunk)
+        except Exception as exc:
+            trial.failed(exc, kind="stream_broken")
+            raise StreamInterruptedError(trial.name, "".join(sent), exc) from exc
+        finally:
+            trial.abandon()
+            await _aclose(stream)
+        trial.succeeded()
+
+
+def _chain(held: list[BaseMessage], stream: Iterator[BaseMessage]) -> Iterator[BaseMessage]:
+    yield from held
+    yield from stream
+
+
+def _unpositioned(chunk: BaseMessage) -> AIMessageChunk:
+    """The expert's chunk without its own end marker: the surface marks the herd's last one."""
+    if not isinstance(chunk, AIMessageChunk):
+        return AIMessageChunk(content=chunk.content)
+    if chunk.chunk_position is None:
+        return chunk
+    return chunk.model_copy(update={"chunk_position": None})
+
+
+class Deadline:
+    """A whole-request deadline: httpx times out per read, so a slow trickle never would."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.expires = None if seconds is None else time.monotonic() + seconds
+        self.seconds = seconds
+
+    async def wait(self, awaitable: Any) -> Any:
+        if self.expires is None:
+            return await awaitable
+        remaining = max(self.expires - time.monotonic(), 0.0)
+        try:
+            return await asyncio.wait_for(awaitable, remaining)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"no complete answer within the {self.seconds:g}s deadline"
+            ) from None
+
+
+async def _no_chunks() -> AsyncIterator[BaseMessage]:
+    return
+    yield
+
+
+def _close(stream: Iterator[Any]) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+
+
+async def _aclose(stream: AsyncIterator[Any]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        # Closing a broken stream may fail again; the failure itself is already recorded.
+        with contextlib.suppress(Exception):
+            await aclose()
