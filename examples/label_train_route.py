@@ -1,7 +1,8 @@
 """The whole router loop on the embedded local herd: label -> train -> calibrate -> route.
 
-1. Label a seeded sample of MMLU questions with every expert of `tgi_configs/local.yaml`
-   (four SmolLM2 subject experts), scoring each answer by its option letter.
+1. Label a seeded sample of MMLU questions with every expert of `bundled:local` (four
+   SmolLM2 subject experts; `--config` names another herd), scoring each answer by its option
+   letter.
 2. Train a Herd-style `correctness` router (TF-IDF backend) on the resulting table.
 3. Calibrate the `margin` policy on a validation share of the training questions.
 4. Route held-out questions with the new router.
@@ -26,10 +27,10 @@ from langchain_herd.local_servers import LocalHerd
 from langchain_herd.mmlu import format_question, load_mmlu, sample_questions
 from langchain_herd.training import train_router
 
-CONFIG = Path(__file__).resolve().parent.parent / "tgi_configs" / "local.yaml"
+CONFIG = "bundled:local"
 
 
-def run(config_path: Path, questions: int, out: Path, seed: int = 0) -> None:
+def run(config_path: str | Path, questions: int, out: Path, seed: int = 0) -> None:
     config = load_config(config_path)
     out.mkdir(parents=True, exist_ok=True)
     mmlu = load_mmlu()
@@ -80,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--config", default=CONFIG, help="herd config (default: %(default)s)")
     parser.add_argument("--questions", type=int, default=80)
     parser.add_argument("--out", type=Path, default=Path("out/loop"))
     args = parser.parse_args()

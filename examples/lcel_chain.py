@@ -1,12 +1,14 @@
 """HerdRouter inside LCEL: a prompt, the router as the chain's LLM, a parser, streaming,
-and `with_fallbacks` / `with_retry` around the whole herd.
+and `with_fallbacks` / `with_retry` around the whole herd. Starts the local SmolLM2 herd
+(`bundled:local`, or the config in `$HERD_CONFIG`) unless it is already up, and stops what it
+started.
 
     .venv/bin/python examples/lcel_chain.py
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
@@ -15,7 +17,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_herd import HerdRouter, load_config
 from langchain_herd.local_servers import LocalHerd
 
-CONFIG = Path(__file__).resolve().parent.parent / "tgi_configs" / "local.yaml"
+CONFIG = os.environ.get("HERD_CONFIG", "bundled:local")
 
 
 def main() -> None:

@@ -1,19 +1,19 @@
 """Route a few questions through the embedded local herd and show each decision.
 
-Run after `herd up tgi_configs/local.yaml` (in another terminal), or let this script start
-the local servers itself:
+Run after `herd up bundled:local` (in another terminal), or let this script start the
+local server itself (and stop it at the end); `$HERD_CONFIG` names another herd config:
 
     .venv/bin/python examples/quickstart.py
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from langchain_herd import HerdRouter, load_config
 from langchain_herd.local_servers import LocalHerd
 
-CONFIG = Path(__file__).resolve().parent.parent / "tgi_configs" / "local.yaml"
+CONFIG = os.environ.get("HERD_CONFIG", "bundled:local")
 QUESTIONS = [
     "What is the derivative of x**3 with respect to x?",
     "Who wrote the Critique of Pure Reason?",

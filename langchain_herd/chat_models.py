@@ -55,6 +55,17 @@ from langchain_herd.config import DEFAULT_FALLBACK_ON, FailureKind, HerdConfig, 
 from langchain_herd.decision import RouteDecision
 from langchain_herd.engine import DECISION_KEY, HerdEngine, RouteRequest
 from langchain_herd.errors import ConfigError, InputError
+from langchain_herd.expert_runs import (
+    STREAMS,
+    UNTRACED,
+    achild_manager,
+    aexpert_run,
+    atraced_stream,
+    child_manager,
+    expert_run,
+    stream_child_manager,
+    traced_stream,
+)
 from langchain_herd.experts import Expert, build_expert
 from langchain_herd.inputs import HerdInput, QueryMode, to_messages
 from langchain_herd.policies import POLICIES, Policy, policy_from_config
@@ -82,8 +93,6 @@ _CALL_KWARG = "herd_call"
 """The per-call routing options, carried from ``invoke`` to ``_generate`` as a kwarg."""
 _RUN_KEY = "run"
 """Key of a stream's run id in the per-call options."""
-_STREAMS: dict[str, RunnableConfig] = {}
-"""Config of each herd stream in progress, by run id (its experts' runs nest under it)."""
 
 StructuredMethod = Literal["function_calling", "json_schema", "json_mode"]
 
@@ -92,44 +101,6 @@ def _call_options(config: RunnableConfig | None) -> dict[str, Any]:
     configurable = ensure_config(config).get("configurable") or {}
     keys = (EXPERT_KEY, POLICY_KEY, QUERY_KEY, THREAD_KEY)
     return {key: configurable[key] for key in keys if configurable.get(key) is not None}
-
-
-def _child(run_manager: CallbackManagerForLLMRun | None, tag: str) -> CallbackManager | None:
-    """A callback manager for a run nested under the herd's own run (LLM runs lack get_child)."""
-    if run_manager is None:
-        return None
-    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    manager.add_tags([tag], inherit=False)
-    return manager
-
-
-def _stream_child(run: str | None, tag: str, manager_class: type[Any]) -> Any:
-    """A callback manager nested under a herd stream's run (see ``HerdRouter._stream_config``)."""
-    config = _STREAMS.get(run) if run else None
-    if config is None:
-        return None
-    manager = manager_class.configure(
-        config.get("callbacks"), None, False, config.get("tags"), None, config.get("metadata")
-    )
-    manager.parent_run_id = uuid.UUID(run)
-    manager.add_tags([tag], inherit=False)
-    return manager
-
-
-def _achild(
-    run_manager: AsyncCallbackManagerForLLMRun | None, tag: str
-) -> AsyncCallbackManager | None:
-    if run_manager is None:
-        return None
-    manager = AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    manager.add_tags([tag], inherit=False)
-    return manager
 
 
 class HerdRouter(BaseChatModel):
@@ -402,7 +373,7 @@ class HerdRouter(BaseChatModel):
         try:
             yield from super().stream(input, config, **kwargs)
         finally:
-            _STREAMS.pop(run, None)
+            STREAMS.pop(run, None)
 
     async def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
@@ -412,7 +383,7 @@ class HerdRouter(BaseChatModel):
             async for chunk in super().astream(input, config, **kwargs):
                 yield chunk
         finally:
-            _STREAMS.pop(run, None)
+            STREAMS.pop(run, None)
 
     @staticmethod
     def _stream_config(
@@ -423,7 +394,7 @@ class HerdRouter(BaseChatModel):
         config = ensure_config(config)
         run = str(config.get("run_id") or uuid.uuid4())
         config = {**config, "run_id": uuid.UUID(run)}
-        _STREAMS[run] = dict(config)  # type: ignore[assignment]
+        STREAMS[run] = dict(config)  # type: ignore[assignment]
         kwargs.setdefault(_CALL_KWARG, {**_call_options(config), _RUN_KEY: run})
         return config, run
 
@@ -532,13 +503,22 @@ class HerdRouter(BaseChatModel):
 
         def call(expert: Expert) -> BaseMessage:
             model, call_kwargs = expert.bind_request(bound)
-            config: RunnableConfig = {"callbacks": _child(run_manager, f"expert:{expert.name}")}
-            return model.invoke(expert.prepare(messages), config, **call_kwargs)
+            prepared = expert.prepare(messages)
+            run = expert_run(child_manager(run_manager, f"expert:{expert.name}"), expert, prepared)
+            try:
+                answer = model.invoke(prepared, UNTRACED, **call_kwargs)
+            except BaseException as exc:
+                if run is not None:
+                    run.on_chain_error(exc)
+                raise
+            if run is not None:
+                run.on_chain_end({"output": answer})
+            return answer
 
         try:
             answer = self.engine.invoke(decision, call)
         finally:
-            self._announce(decision, _child(run_manager, "herd"))
+            self._announce(decision, child_manager(run_manager, "herd"))
         self.engine.remember(decision, request.thread_id)
         return ChatResult(generations=[ChatGeneration(message=self._finish(answer, decision))])
 
@@ -555,13 +535,23 @@ class HerdRouter(BaseChatModel):
 
         async def call(expert: Expert) -> BaseMessage:
             model, call_kwargs = expert.bind_request(bound)
-            config: RunnableConfig = {"callbacks": _achild(run_manager, f"expert:{expert.name}")}
-            return await model.ainvoke(expert.prepare(messages), config, **call_kwargs)
+            prepared = expert.prepare(messages)
+            manager = achild_manager(run_manager, f"expert:{expert.name}")
+            run = await aexpert_run(manager, expert, prepared)
+            try:
+                answer = await model.ainvoke(prepared, UNTRACED, **call_kwargs)
+            except BaseException as exc:
+                if run is not None:
+                    await run.on_chain_error(exc)
+                raise
+            if run is not None:
+                await run.on_chain_end({"output": answer})
+            return answer
 
         try:
             answer = await self.engine.ainvoke(decision, call)
         finally:
-            await self._aannounce(decision, _achild(run_manager, "herd"))
+            await self._aannounce(decision, achild_manager(run_manager, "herd"))
         self.engine.remember(decision, request.thread_id)
         return ChatResult(generations=[ChatGeneration(message=self._finish(answer, decision))])
 
@@ -584,9 +574,12 @@ class HerdRouter(BaseChatModel):
         def call(expert: Expert) -> Iterator[BaseMessage]:
             model, call_kwargs = expert.bind_request(bound)
             tag = f"expert:{expert.name}"
-            callbacks = _child(run_manager, tag) or _stream_child(run, tag, CallbackManager)
-            config: RunnableConfig = {"callbacks": callbacks}
-            return model.stream(expert.prepare(messages), config, **call_kwargs)
+            manager = child_manager(run_manager, tag) or stream_child_manager(
+                run, tag, CallbackManager
+            )
+            prepared = expert.prepare(messages)
+            chunks = model.stream(prepared, UNTRACED, **call_kwargs)
+            return traced_stream(expert_run(manager, expert, prepared), chunks)
 
         try:
             for message in self.engine.stream(decision, call):
@@ -595,7 +588,9 @@ class HerdRouter(BaseChatModel):
                     run_manager.on_llm_new_token(message.text, chunk=chunk)
                 yield chunk
         finally:
-            manager = _child(run_manager, "herd") or _stream_child(run, "herd", CallbackManager)
+            manager = child_manager(run_manager, "herd") or stream_child_manager(
+                run, "herd", CallbackManager
+            )
             self._announce(decision, manager)
         self.engine.remember(decision, request.thread_id)
         yield self._last_chunk(decision)
@@ -614,9 +609,12 @@ class HerdRouter(BaseChatModel):
         def call(expert: Expert) -> AsyncIterator[BaseMessage]:
             model, call_kwargs = expert.bind_request(bound)
             tag = f"expert:{expert.name}"
-            callbacks = _achild(run_manager, tag) or _stream_child(run, tag, AsyncCallbackManager)
-            config: RunnableConfig = {"callbacks": callbacks}
-            return model.astream(expert.prepare(messages), config, **call_kwargs)
+            manager = achild_manager(run_manager, tag) or stream_child_manager(
+                run, tag, AsyncCallbackManager
+            )
+            prepared = expert.prepare(messages)
+            chunks = model.astream(prepared, UNTRACED, **call_kwargs)
+            return atraced_stream(manager, expert, prepared, chunks)
 
         try:
             async for message in self.engine.astream(decision, call):
@@ -625,7 +623,7 @@ class HerdRouter(BaseChatModel):
                     await run_manager.on_llm_new_token(message.text, chunk=chunk)
                 yield chunk
         finally:
-            manager = _achild(run_manager, "herd") or _stream_child(
+            manager = achild_manager(run_manager, "herd") or stream_child_manager(
                 run, "herd", AsyncCallbackManager
             )
             await self._aannounce(decision, manager)

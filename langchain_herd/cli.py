@@ -147,8 +147,8 @@ def _print_decision(decision: RouteDecision) -> None:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from langchain_herd.local_servers import LocalHerd
     from langchain_herd.chat_models import HerdRouter
+    from langchain_herd.local_servers import LocalHerd
 
     config = load_config(args.config)
     router = HerdRouter.from_config(config)
@@ -190,9 +190,9 @@ def run_demo(config_path: str, n: int, seed: int, out: Path | None) -> dict[str,
     """Route ``n`` MMLU test questions through the local herd; return the summary."""
     from tqdm import tqdm
 
+    from langchain_herd.chat_models import HerdRouter
     from langchain_herd.local_servers import LocalHerd
     from langchain_herd.mmlu import extract_letter, format_question, load_mmlu, sample_questions
-    from langchain_herd.chat_models import HerdRouter
 
     config = load_config(config_path)
     questions = load_mmlu()

@@ -285,6 +285,9 @@ class LocalServerConfig(_Strict):
     """Name used in logs."""
     model: str = "smollm2"
     """``smollm2``, ``tiny``, a HF model folder, or a ``.gguf`` file."""
+    model_id: str | None = None
+    """The model id the server reports (``/info``, ``/v1/models``, replies); default the
+    model's own (``HuggingFaceTB/SmolLM2-135M-Instruct`` for ``smollm2``)."""
     host: str = "127.0.0.1"
     """Interface to bind."""
     port: int = Field(ge=1, le=65535)

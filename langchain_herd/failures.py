@@ -70,6 +70,18 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
+def _body_reason(body: object) -> str | None:
+    """The reason in an error body: OpenAI's ``{"error": {"message"}}`` or TGI's ``{"error"}``."""
+    error = body
+    if isinstance(error, dict):
+        error = error.get("error", error.get("message"))
+    if isinstance(error, dict):
+        error = error.get("message")
+    if isinstance(error, str) and error.strip():
+        return error.strip().splitlines()[0][:500]
+    return None
+
+
 def classify_failure(exc: BaseException) -> Failure | None:
     """Return the failure kind of an expert's exception, or None if it is not one."""
     status = _status_of(exc)
@@ -93,7 +105,10 @@ def classify_failure(exc: BaseException) -> Failure | None:
     if isinstance(exc, openai.APIConnectionError):
         return Failure("connection", message, status)
     if isinstance(exc, openai.APIStatusError):
-        return Failure(_kind_for_status(exc.status_code), message, exc.status_code)
+        # The client's message is only "Error code: 422"; the server's reason is in the body.
+        reason = _body_reason(exc.body)
+        detailed = f"{message}: {reason}" if reason else message
+        return Failure(_kind_for_status(exc.status_code), detailed, exc.status_code)
     if isinstance(exc, openai.APIError):
         # An error event inside a stream (TGI's `data: {"error": ...}`): no HTTP status.
         return Failure("generation_error", message, status)

@@ -35,14 +35,16 @@ def is_healthy(url: str, timeout_s: float = 1.0) -> bool:
 
 def server_command(server: LocalServerConfig) -> list[str]:
     """The command line that runs one local server."""
+    # The model id reported to clients is the model's own (as TGI reports the hub id), so
+    # an expert's `model_id` and its answers' `model_name` agree.
+    model_id = ["--model-id", server.model_id] if server.model_id else []
     return [
         sys.executable,
         "-m",
         "langchain_herd.server",
         "--model",
         server.model,
-        "--model-id",
-        server.name,
+        *model_id,
         "--host",
         server.host,
         "--port",

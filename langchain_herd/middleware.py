@@ -25,6 +25,8 @@ try:
         ModelRequest,
         ModelResponse,
     )
+    from langchain.agents.middleware.types import ExtendedModelResponse
+    from langgraph.types import Command
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "HerdMiddleware needs LangChain's agents (langchain>=1.5): "
@@ -42,7 +44,7 @@ class HerdState(AgentState):  # type: ignore[type-arg]
     """One routing decision per model call, in order (scores, ranking, attempts)."""
 
 
-class HerdMiddleware(AgentMiddleware[HerdState, Any]):
+class HerdMiddleware(AgentMiddleware[Any, Any]):
     """Send each model call of an agent to the herd.
 
     Example:
@@ -70,22 +72,26 @@ class HerdMiddleware(AgentMiddleware[HerdState, Any]):
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
-    ) -> ModelResponse[Any]:
-        return handler(request.override(model=self.herd))
+    ) -> ExtendedModelResponse[Any]:
+        return _with_trail(handler(request.override(model=self.herd)))
 
     async def awrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
-    ) -> ModelResponse[Any]:
-        return await handler(request.override(model=self.herd))
+    ) -> ExtendedModelResponse[Any]:
+        return _with_trail(await handler(request.override(model=self.herd)))
 
-    def after_model(self, state: HerdState, runtime: Any) -> dict[str, Any] | None:
-        messages = state.get("messages") or []
-        last = messages[-1] if messages else None
-        if isinstance(last, AIMessage) and DECISION_KEY in last.response_metadata:
-            return {"herd_decisions": [last.response_metadata[DECISION_KEY]]}
-        return None
 
-    async def aafter_model(self, state: HerdState, runtime: Any) -> dict[str, Any] | None:
-        return self.after_model(state, runtime)
+def _with_trail(response: ModelResponse[Any]) -> ExtendedModelResponse[Any]:
+    """The response plus its decision, recorded with the model call itself (an ``after_model``
+    hook would be skipped when a later middleware ends the run)."""
+    decisions = [
+        message.response_metadata[DECISION_KEY]
+        for message in response.result
+        if isinstance(message, AIMessage) and DECISION_KEY in message.response_metadata
+    ]
+    command: Command[Any] | None = (
+        Command(update={"herd_decisions": decisions}) if decisions else None
+    )
+    return ExtendedModelResponse(model_response=response, command=command)

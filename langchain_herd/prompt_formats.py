@@ -12,9 +12,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
 from langchain_herd.config import PromptFormat
 
@@ -24,17 +25,29 @@ def _role(message: BaseMessage) -> str:
         return "system"
     if isinstance(message, AIMessage):
         return "assistant"
+    if isinstance(message, ToolMessage):
+        return "tool"
     return "user"
 
 
+def _text(message: BaseMessage) -> str:
+    """A turn's text; tool calls are written as JSON, as TGI renders them in a history."""
+    text = message.text
+    calls = getattr(message, "tool_calls", None)
+    if calls:
+        rendered = [{"name": call["name"], "arguments": call["args"]} for call in calls]
+        text = f"{text}\n{json.dumps(rendered)}".strip()
+    return text
+
+
 def _chatml(messages: Sequence[BaseMessage]) -> str:
-    turns = [f"<|im_start|>{_role(m)}\n{m.text}<|im_end|>\n" for m in messages]
+    turns = [f"<|im_start|>{_role(m)}\n{_text(m)}<|im_end|>\n" for m in messages]
     return "".join(turns) + "<|im_start|>assistant\n"
 
 
 def _llama3(messages: Sequence[BaseMessage]) -> str:
     turns = [
-        f"<|start_header_id|>{_role(m)}<|end_header_id|>\n\n{m.text}<|eot_id|>" for m in messages
+        f"<|start_header_id|>{_role(m)}<|end_header_id|>\n\n{_text(m)}<|eot_id|>" for m in messages
     ]
     opening = "<|start_header_id|>assistant<|end_header_id|>\n\n"
     return "<|begin_of_text|>" + "".join(turns) + opening
@@ -48,17 +61,18 @@ def _mistral(messages: Sequence[BaseMessage]) -> str:
         role = _role(message)
         if role == "system":
             pending_system += message.text + "\n\n"
-        elif role == "user":
-            out += f"[INST] {pending_system}{message.text} [/INST]"
+        elif role in ("user", "tool"):
+            prefix = "Tool result: " if role == "tool" else ""
+            out += f"[INST] {pending_system}{prefix}{message.text} [/INST]"
             pending_system = ""
         else:
-            out += f"{message.text}</s>"
+            out += f"{_text(message)}</s>"
     return out
 
 
 def _plain(messages: Sequence[BaseMessage]) -> str:
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    lines = [f"{names[_role(m)]}: {m.text}" for m in messages]
+    names = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+    lines = [f"{names[_role(m)]}: {_text(m)}" for m in messages]
     return "\n".join(lines) + "\nAssistant:"
 
 

@@ -3,7 +3,9 @@
 It answers the routes the Hugging Face clients call (``/``, ``/generate``, ``/generate_stream``,
 ``/v1/chat/completions``, ``/health``, ``/info``, ``/v1/models``, ``/metrics``) with TGI's
 shapes, status codes and error bodies, and adds fault injection (``/_herd/faults``) for tests.
-It stands in for real TGI in tests and in the library's embedded demo.
+Like TGI, it enforces ``parameters.grammar`` (JSON schema, regex) and the chat route's ``tools``
+/ ``tool_choice`` and ``response_format`` by constrained decoding (:mod:`.grammar`,
+:mod:`.tools`). It stands in for real TGI in tests and in the library's embedded demo.
 
 Importing this package is cheap: torch and transformers load only with a model.
 

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_herd.server.generation import (
@@ -25,6 +25,7 @@ from langchain_herd.server.generation import (
     TokenEvent,
     TokenInfo,
 )
+from langchain_herd.server.grammar import GrammarVocabularies, TokenConstraint
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+
+UNCONSTRAINED_VOCAB_KEY = "herd_unconstrained_vocab_size"
+"""Model config attribute that sets :class:`GenerationBackend`'s ``unconstrained_vocab_size``."""
 
 
 class _IncrementalDecoder:
@@ -73,6 +77,12 @@ class GenerationBackend:
             The tiny model uses 1: its matmuls gain nothing from threads, and OpenMP threads
             that spin while another process holds a core make it ~50x slower. torch keeps this
             setting as the default of threads started later, so it is process-wide in effect.
+        unconstrained_vocab_size: without a grammar, only the first this many ids can be
+            chosen, and prompt logprobs are over them alone (default: the model config's
+            ``herd_unconstrained_vocab_size``, which survives ``save_pretrained``, else all).
+            The tiny model's character tokens come after its words and are for grammars only,
+            so its output without a grammar is what it was before they existed, down to
+            seeded samples.
 
     Example:
         >>> from langchain_herd.server import load_backend
@@ -90,13 +100,19 @@ class GenerationBackend:
         model_id: str,
         min_new_tokens: int = 0,
         torch_threads: int | None = None,
+        unconstrained_vocab_size: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.min_new_tokens = min_new_tokens
         self.torch_threads = torch_threads
+        if unconstrained_vocab_size is None:
+            configured = getattr(getattr(model, "config", None), UNCONSTRAINED_VOCAB_KEY, None)
+            unconstrained_vocab_size = int(configured) if configured is not None else None
+        self.unconstrained_vocab_size = unconstrained_vocab_size
         self.eos_token_ids = self._find_eos_ids(model, tokenizer)
+        self._grammars = GrammarVocabularies(tokenizer, self.eos_token_ids)
         self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._lock = threading.Lock()
@@ -150,8 +166,25 @@ class GenerationBackend:
         with self._tokenizer_lock:
             return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
+    @property
+    def chat_template_source(self) -> str:
+        """The chat template's Jinja source ("" without one)."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if isinstance(template, dict):  # named templates: the default one renders chats
+            template = template.get("default", next(iter(template.values()), ""))
+        return template if isinstance(template, str) else ""
+
+    def render_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
         """The prompt for ``messages`` under the tokenizer's chat template, ready for the reply.
+
+        Args:
+            messages: role/content dicts (plus ``tool_calls`` / ``tool_call_id`` for templates
+                that render them).
+            tools: passed to the template as its ``tools`` variable, when it has one.
 
         Raises:
             ValueError: the tokenizer has no chat template.
@@ -159,9 +192,13 @@ class GenerationBackend:
         """
         if not self.has_chat_template:
             raise ValueError("template not found")
+        extra: dict[str, Any] = {"tools": [dict(tool) for tool in tools]} if tools else {}
         with self._tokenizer_lock:
             rendered = self.tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True
+                [dict(message) for message in messages],
+                tokenize=False,
+                add_generation_prompt=True,
+                **extra,
             )
         return str(rendered)
 
@@ -209,17 +246,28 @@ class GenerationBackend:
         logits = out.logits[:, -1, :].float()
         cache = out.past_key_values
 
-        chooser = TokenChooser(
-            plan.sampling,
-            top_n_tokens=plan.top_n_tokens,
-            suppressed_until=(self.eos_token_ids, self.min_new_tokens),
-        )
+        constraint: TokenConstraint | None = None
+        if plan.grammar is not None:
+            constraint = self._grammars.get().constraint(plan.grammar)
+        if constraint is None:
+            chooser = TokenChooser(
+                plan.sampling,
+                top_n_tokens=plan.top_n_tokens,
+                suppressed_until=(self.eos_token_ids, self.min_new_tokens),
+                vocab_limit=self.unconstrained_vocab_size,
+            )
+        else:  # the grammar decides when the output may end, and which tokens it needs
+            chooser = TokenChooser(
+                plan.sampling, top_n_tokens=plan.top_n_tokens, constraint=constraint
+            )
         decoder = _IncrementalDecoder(self.decode, plan.input_ids)
         text_so_far = ""
         for step in range(plan.max_new_tokens):
             if cancel.is_set():
                 return
             choice = chooser.choose(all_ids, logits, step)
+            if constraint is not None:
+                constraint.advance(choice.token_id)
             all_ids = torch.cat([all_ids, torch.tensor([[choice.token_id]])], dim=1)
             text = decoder.push(choice.token_id)
             text_so_far += text
@@ -283,7 +331,10 @@ class GenerationBackend:
         import torch
 
         id_list = ids[0].tolist()
-        logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+        limit = self.unconstrained_vocab_size
+        if limit is not None and max(id_list) >= limit:
+            limit = None  # the prompt spells grammar-only tokens: keep them in the distribution
+        logprobs = torch.log_softmax(logits[0, :-1, :limit].float(), dim=-1)
         # Position i predicts token i + 1; the first prompt token has no logprob.
         picked = logprobs.gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1).tolist()
         tokens = [TokenInfo(id_list[0], self._token_text(id_list[0]), None)]

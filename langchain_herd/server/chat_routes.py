@@ -1,9 +1,13 @@
 """The OpenAI-compatible routes TGI serves: ``POST /v1/chat/completions`` and ``GET /v1/models``.
 
-The prompt is the tokenizer's chat template applied to the messages. Errors before generation
+The prompt is the tokenizer's chat template applied to the messages. ``response_format`` and
+``tools`` constrain the reply with a grammar (:mod:`~langchain_herd.server.grammar`); tool calls
+are read and streamed as TGI does (:mod:`~langchain_herd.server.tools`). Errors before generation
 answer with TGI's status and body (huggingface_hub raises ``HfHubHTTPError`` for them on this
 route); errors inside a stream are ``data: {"error", "error_type"}`` events, which
-huggingface_hub turns into its ``TextGenerationError`` subclasses.
+huggingface_hub turns into its ``TextGenerationError`` subclasses. Like TGI, template and tool
+errors (unknown forced tool, ``tools`` with ``response_format``) are HTTP errors even for a
+stream, while validation errors (a bad schema included) arrive inside it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -20,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from langchain_herd._version import __version__
 from langchain_herd.server.generation import Finish, TokenEvent, TokenInfo
-from langchain_herd.server.schemas import ChatRequest
+from langchain_herd.server.schemas import ChatRequest, GenerateParameters, Grammar
 from langchain_herd.server.sse import (
     SSE_DONE,
     SlotStreamingResponse,
@@ -30,12 +35,42 @@ from langchain_herd.server.sse import (
 from langchain_herd.server.state import ServerState, parse_body
 from langchain_herd.server.stream_guard import StreamOutcome, guarded, token_events
 from langchain_herd.server.tgi_errors import TGIError
+from langchain_herd.server.tools import (
+    NO_TOOL,
+    ToolCallStream,
+    ToolSelection,
+    next_tool_call_id,
+    parse_tool_output,
+    prompt_messages,
+    select_tools,
+    tool_call,
+)
 from langchain_herd.server.validation import ValidatedRequest, chat_parameters, validate_generate
 
 logger = logging.getLogger("langchain_herd.server")
 
 SYSTEM_FINGERPRINT = f"herd-{__version__}"
 """``system_fingerprint`` of chat replies (TGI sends ``<version>-<docker label>``)."""
+
+
+_HTTP_EVEN_WHEN_STREAMING = ("template_error", "tool_error")
+"""Error types TGI raises while turning a chat request into a generation, before any stream."""
+
+
+@dataclass(frozen=True)
+class ChatPlan:
+    """A validated chat request and how to read its output.
+
+    Attributes:
+        validated: the generation to run first.
+        tool_call_id: set when tools were offered: the output is a tool call with this id.
+        without_tools: for ``auto``: validates the same request without tools, run when the
+            model chooses ``no_tool`` (TGI then generates a plain reply).
+    """
+
+    validated: ValidatedRequest
+    tool_call_id: str | None = None
+    without_tools: Callable[[], ValidatedRequest] | None = None
 
 
 def _finish_reason(finish: Finish) -> str:
@@ -77,9 +112,9 @@ async def chat_completions(request: Request) -> Response:
         if failure is not None:
             return state.error_response(failure)  # a failing server: HTTP status, even for streams
         try:
-            validated = _validate(state, body)
+            plan = _validate(state, body)
         except TGIError as error:
-            if error.error_type == "template_error":  # TGI renders the template before streaming
+            if error.error_type in _HTTP_EVEN_WHEN_STREAMING:
                 return state.error_response(error)
             handed_over = body.stream
             return _fail(state, error, stream=body.stream, release=state.release)
@@ -88,7 +123,7 @@ async def chat_completions(request: Request) -> Response:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = _chat_stream(
                 state,
-                validated,
+                plan,
                 logprobs=bool(body.logprobs),
                 include_usage=include_usage,
                 empty=empty,
@@ -98,7 +133,7 @@ async def chat_completions(request: Request) -> Response:
             handed_over = True  # the response frees the slot when it ends
             return SlotStreamingResponse(events, on_close=state.release)
         return await _chat_reply(
-            state, validated, logprobs=bool(body.logprobs), empty=empty, started=started
+            state, plan, logprobs=bool(body.logprobs), empty=empty, started=started
         )
     except TGIError as error:
         return state.error_response(error)
@@ -120,25 +155,50 @@ def _fail(
     return error_stream_response(error.to_json(), on_close=release, trailer=SSE_DONE)
 
 
-def _validate(state: ServerState, body: ChatRequest) -> ValidatedRequest:
-    if body.tools or body.response_format is not None:
-        raise TGIError.validation("grammar is not supported")  # tools need TGI's grammars
-    messages: list[dict[str, str]] = []
-    for message in body.messages:
-        entry = {"role": message.role, "content": message.text()}
-        if message.name is not None:
-            entry["name"] = message.name
-        messages.append(entry)
+def _validate(state: ServerState, body: ChatRequest) -> ChatPlan:
+    # TGI's order: tools and response_format together, then the tool choice, then the template,
+    # then the generate validation (where the grammar is compiled).
+    if body.tools is not None and body.response_format is not None:
+        raise TGIError.tool("Grammar and tools are mutually exclusive")
+    params = chat_parameters(body, state.limits)
+    if body.response_format is not None:
+        params.grammar = body.response_format.grammar()
+        return ChatPlan(_validated(state, body, params, None))
+    selection = select_tools(body.tools, body.tool_choice) if body.tools else None
+    if selection is None:
+        return ChatPlan(_validated(state, body, params, None))
+    params.grammar = Grammar(type="json", value=selection.schema)
+    validated = _validated(state, body, params, selection)
+    offers_no_tool = any(tool.function.name == NO_TOOL for tool in selection.tools)
+    return ChatPlan(
+        validated,
+        tool_call_id=next_tool_call_id(body.messages),
+        without_tools=(
+            (lambda: _validated(state, body, chat_parameters(body, state.limits), None))
+            if offers_no_tool
+            else None
+        ),
+    )
+
+
+def _validated(
+    state: ServerState,
+    body: ChatRequest,
+    params: GenerateParameters,
+    selection: ToolSelection | None,
+) -> ValidatedRequest:
+    messages, tools = prompt_messages(
+        body.messages,
+        selection,
+        tool_prompt=body.tool_prompt,
+        template_source=state.backend.chat_template_source,
+    )
     try:
-        prompt = state.backend.render_chat(messages)
+        prompt = state.backend.render_chat(messages, tools)
     except Exception as exc:
         raise TGIError.template(str(exc)) from exc
     return validate_generate(
-        prompt,
-        chat_parameters(body, state.limits),
-        backend=state.backend,
-        limits=state.limits,
-        add_special_tokens=False,
+        prompt, params, backend=state.backend, limits=state.limits, add_special_tokens=False
     )
 
 
@@ -158,18 +218,40 @@ def _logprob_entry(token: TokenInfo, top: tuple[TokenInfo, ...]) -> dict[str, An
     }
 
 
-async def _chat_reply(
-    state: ServerState, validated: ValidatedRequest, *, logprobs: bool, empty: bool, started: float
-) -> Response:
+async def _generate(
+    state: ServerState, validated: ValidatedRequest
+) -> tuple[list[dict[str, Any]], Finish]:
     entries: list[dict[str, Any]] = []
     finish = Finish("eos_token", 0, "", None)
+    # aclosing: leaving the loop early must stop the generation now, not at GC.
+    async with aclosing(state.backend.agenerate(validated.plan)) as events:
+        async for event in events:
+            if isinstance(event, TokenEvent):
+                entries.append(_logprob_entry(event.token, event.top_tokens))
+                finish = event.finish or finish
+    return entries, finish
+
+
+async def _chat_reply(
+    state: ServerState, plan: ChatPlan, *, logprobs: bool, empty: bool, started: float
+) -> Response:
+    validated = plan.validated
+    entries: list[dict[str, Any]] = []
+    finish = Finish("eos_token", 0, "", None)
+    message: dict[str, Any] = {"role": "assistant", "content": ""}
     if not empty:
-        # aclosing: leaving the loop early must stop the generation now, not at GC.
-        async with aclosing(state.backend.agenerate(validated.plan)) as events:
-            async for event in events:
-                if isinstance(event, TokenEvent):
-                    entries.append(_logprob_entry(event.token, event.top_tokens))
-                    finish = event.finish or finish
+        entries, finish = await _generate(state, validated)
+        message["content"] = finish.generated_text
+        if plan.tool_call_id is not None:
+            choice = parse_tool_output(finish.generated_text)
+            if choice.name == NO_TOOL and plan.without_tools is not None:
+                validated = plan.without_tools()
+                entries, finish = await _generate(state, validated)
+                message["content"] = finish.generated_text
+            else:
+                # OpenAI's shape: content null beside the calls (TGI leaves the key out).
+                call = tool_call(plan.tool_call_id, choice.name, choice.arguments)
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
     state.metrics.record_success(
         time.perf_counter() - started, finish.generated_tokens, validated.input_length
     )
@@ -182,7 +264,7 @@ async def _chat_reply(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": finish.generated_text},
+                "message": message,
                 "logprobs": {"content": entries} if logprobs else None,
                 "finish_reason": _finish_reason(finish),
             }
@@ -194,7 +276,7 @@ async def _chat_reply(
 
 async def _chat_stream(
     state: ServerState,
-    validated: ValidatedRequest,
+    plan: ChatPlan,
     *,
     logprobs: bool,
     include_usage: bool,
@@ -205,7 +287,7 @@ async def _chat_stream(
     chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
 
-    def chunk(content: str, finish_reason: str | None, logprob: Any) -> bytes:
+    def chunk(delta: dict[str, Any], finish_reason: str | None, logprob: Any) -> bytes:
         return sse_event(
             {
                 "object": "chat.completion.chunk",
@@ -216,7 +298,7 @@ async def _chat_stream(
                 "choices": [
                     {
                         "index": 0,
-                        "delta": {"role": "assistant", "content": content},
+                        "delta": delta,
                         "logprobs": logprob,
                         "finish_reason": finish_reason,
                     }
@@ -225,28 +307,67 @@ async def _chat_stream(
             }
         )
 
-    outcome = StreamOutcome()
+    def logprob_of(event: TokenEvent) -> Any:
+        if not logprobs:
+            return None
+        return {"content": [_logprob_entry(event.token, event.top_tokens)]}
 
-    async def body() -> AsyncGenerator[bytes, None]:
-        generated = 0
-        if empty:
-            yield chunk("", "stop", None)
-        else:
-            async for event in token_events(state, validated.plan, drop_after, outcome):
-                # Special tokens (the end-of-turn marker) are not part of the reply's text.
-                content = "" if event.token.special else event.token.text
-                logprob = (
-                    {"content": [_logprob_entry(event.token, event.top_tokens)]}
-                    if logprobs
-                    else None
+    def tool_delta(name: str | None, arguments: str) -> dict[str, Any]:
+        call = {
+            "index": 0,
+            "id": plan.tool_call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        return {"role": "assistant", "tool_calls": [call]}
+
+    outcome = StreamOutcome()
+    final = plan.validated
+    generated = 0
+
+    async def content(validated: ValidatedRequest) -> AsyncGenerator[bytes, None]:
+        nonlocal generated
+        async for event in token_events(state, validated.plan, drop_after, outcome):
+            # Special tokens (the end-of-turn marker) are not part of the reply's text.
+            text = "" if event.token.special else event.token.text
+            reason = _finish_reason(event.finish) if event.finish else None
+            yield chunk({"role": "assistant", "content": text}, reason, logprob_of(event))
+            if event.finish is not None:
+                generated = event.finish.generated_tokens
+
+    async def tool_call_chunks() -> AsyncGenerator[bytes, None]:
+        nonlocal generated, final
+        calls = ToolCallStream(no_tool_offered=plan.without_tools is not None)
+        no_tool = False
+        events = token_events(state, plan.validated.plan, drop_after, outcome)
+        async with aclosing(events):  # a no_tool answer stops this generation early
+            async for event in events:
+                step = calls.push(
+                    "" if event.token.special else event.token.text,
+                    final=event.finish is not None,
                 )
+                if step.no_tool:
+                    no_tool = True
+                    break
                 reason = _finish_reason(event.finish) if event.finish else None
-                yield chunk(content, reason, logprob)
+                if step.name is not None or step.arguments or reason is not None:
+                    yield chunk(tool_delta(step.name, step.arguments), reason, logprob_of(event))
                 if event.finish is not None:
                     generated = event.finish.generated_tokens
-        state.metrics.record_success(
-            time.perf_counter() - started, generated, validated.input_length
-        )
+        if no_tool and plan.without_tools is not None:
+            final = plan.without_tools()
+            async for data in content(final):
+                yield data
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        if empty:
+            yield chunk({"role": "assistant", "content": ""}, "stop", None)
+        else:
+            parts = content(final) if plan.tool_call_id is None else tool_call_chunks()
+            async with aclosing(parts):
+                async for data in parts:
+                    yield data
+        state.metrics.record_success(time.perf_counter() - started, generated, final.input_length)
         outcome.recorded = True
         if include_usage:
             yield sse_event(
@@ -257,7 +378,7 @@ async def _chat_stream(
                     "model": state.model_id,
                     "system_fingerprint": SYSTEM_FINGERPRINT,
                     "choices": [],
-                    "usage": _usage(validated, generated),
+                    "usage": _usage(final, generated),
                 }
             )
 

@@ -62,6 +62,8 @@ class GenerationPlan:
         stop_sequences: stop once the generated text ends with one of these.
         top_n_tokens: also report this many most likely alternatives per token.
         decoder_input_details: also compute the prompt tokens' logprobs (the ``prefill``).
+        grammar: a compiled grammar (:mod:`langchain_herd.server.grammar`) every token must
+            keep the output inside, or None.
     """
 
     input_ids: tuple[int, ...]
@@ -70,6 +72,7 @@ class GenerationPlan:
     stop_sequences: tuple[str, ...] = ()
     top_n_tokens: int = 0
     decoder_input_details: bool = False
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)

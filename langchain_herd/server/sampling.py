@@ -1,8 +1,9 @@
-"""Next-token choice, in TGI's order: penalties, then warpers, then greedy or sampled pick.
+"""Next-token choice, in TGI's order: penalties, grammar mask, warpers, greedy or sampled pick.
 
-TGI (``NextTokenChooser``) applies the repetition and frequency penalties, then the warpers
-(temperature, top-k, top-p, typical-p), takes the logprob of the chosen token from the warped
-distribution, and samples whenever ``do_sample`` is set or any warper is active.
+TGI (``NextTokenChooser``) applies the repetition and frequency penalties, then the grammar's
+token mask, then the warpers (temperature, top-k, top-p, typical-p), takes the logprob of the
+chosen token from the warped distribution, and samples whenever ``do_sample`` is set or any
+warper is active.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from langchain_herd.server.generation import SamplingParams
 
 if TYPE_CHECKING:
     import torch
+
+    from langchain_herd.server.grammar import TokenConstraint
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class TokenChooser:
         top_n_tokens: how many most likely alternatives to report per step.
         suppressed_until: token ids banned while fewer than ``n`` tokens were generated, as
             ``(ids, n)``; used to keep the tiny test model from ending on its first token.
+        vocab_limit: choose among the first this many ids only (None: all); the ids past it
+            are cut off before anything is computed, so the choice equals that of a model
+            without them.
+        constraint: the grammar's mask, applied to every step; the caller advances it.
     """
 
     def __init__(
@@ -41,12 +48,16 @@ class TokenChooser:
         *,
         top_n_tokens: int = 0,
         suppressed_until: tuple[frozenset[int], int] = (frozenset(), 0),
+        vocab_limit: int | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> None:
         import torch
 
         self._params = params
         self._top_n = top_n_tokens
         self._suppressed_ids, self._suppressed_steps = suppressed_until
+        self._vocab_limit = vocab_limit
+        self._constraint = constraint
         self._warpers = self._build_warpers(params)
         self._generator = torch.Generator(device="cpu")
         self._generator.manual_seed(params.seed)
@@ -84,9 +95,11 @@ class TokenChooser:
         """
         import torch
 
-        scores = self._penalize(all_ids, logits.clone())
+        scores = self._penalize(all_ids, logits.clone())[:, : self._vocab_limit]
         if step < self._suppressed_steps and self._suppressed_ids:
             scores[:, list(self._suppressed_ids)] = -float("inf")
+        if self._constraint is not None:
+            self._constraint.mask(scores)
         for warper in self._warpers:
             scores = warper(all_ids, scores)
         logprobs = torch.log_softmax(scores, dim=-1)

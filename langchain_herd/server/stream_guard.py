@@ -24,7 +24,7 @@ class StreamOutcome:
 
 async def token_events(
     state: ServerState, plan: GenerationPlan, drop_after: int | None, outcome: StreamOutcome
-) -> AsyncIterator[TokenEvent]:
+) -> AsyncGenerator[TokenEvent, None]:
     """The plan's token events; raises ``StreamDropped`` after ``drop_after`` tokens."""
     sent = 0
     async with aclosing(state.backend.agenerate(plan)) as events:

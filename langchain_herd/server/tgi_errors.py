@@ -17,12 +17,15 @@ ErrorType = Literal[
     "generation",
     "incomplete_generation",
     "template_error",
+    "tool_error",
 ]
-"""The ``error_type`` values TGI sends (``template_error`` only on the chat route)."""
+"""The ``error_type`` values TGI sends (``template_error`` and ``tool_error`` only on the chat
+route)."""
 
 STATUS_FOR_ERROR_TYPE: dict[str, int] = {
     "validation": 422,
     "template_error": 422,
+    "tool_error": 422,
     "overloaded": 429,
     "generation": 424,  # TGI answers generation failures with 424 Failed Dependency, not 500.
     "incomplete_generation": 500,
@@ -72,3 +75,8 @@ class TGIError(HerdError):
     def template(cls, detail: str) -> TGIError:
         """The chat template could not be applied (422)."""
         return cls(f"Template error: {detail}", "template_error")
+
+    @classmethod
+    def tool(cls, detail: str) -> TGIError:
+        """Tools that cannot be used as asked, or output that is no tool call (422)."""
+        return cls(f"Tool error: {detail}", "tool_error")

@@ -3,10 +3,17 @@
 Nothing is downloaded: the vocabulary is a list of plain English words written below, and the
 weights come from a fixed torch seed, so every process builds the same model and greedy output
 is the same readable word salad everywhere.
+
+The vocabulary ends with one token per printable ASCII character (:data:`CHARACTER_TOKENS`), so
+constrained decoding can spell JSON or anything a regex asks for. They come after every word,
+with weights from a separate seed, and the backend leaves them out unless a grammar is active
+(the config's ``herd_unconstrained_vocab_size``, kept by ``save_pretrained``): unconstrained
+output is token for token what it was before they existed.
 """
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 TINY_SEED = 1
@@ -56,6 +63,15 @@ router answer math code poem history weather please thanks today tomorrow quickl
 WORDS = tuple(_WORD_TEXT.split())
 """The tiny vocabulary: plain words, so generated text reads as (nonsense) English."""
 
+CHARACTER_TOKENS = tuple("##" + char for char in string.printable if char.isprintable())
+"""``##{``, ``##"``, ``##7``, ...: WordPiece continuation pieces, which the decoder glues to the
+previous token, so ``{`` ``"`` ``a`` ... decode to ``{"a`` instead of ``{ " a``. Encoding never
+produces them (the pre-tokenizer yields no ``##`` pieces); only a grammar makes the model pick
+them."""
+
+CHARACTER_SEED = 2
+"""Torch seed for the character tokens' embedding and output rows."""
+
 
 def build_tiny_tokenizer() -> Any:
     """A lower-casing word-level tokenizer over :data:`WORDS` with ChatML special tokens.
@@ -67,7 +83,8 @@ def build_tiny_tokenizer() -> Any:
     from transformers import PreTrainedTokenizerFast
 
     words = list(dict.fromkeys(WORDS))
-    vocab = {token: i for i, token in enumerate((*SPECIAL_TOKENS, *PUNCTUATION, *words))}
+    tokens = (*SPECIAL_TOKENS, *PUNCTUATION, *words, *CHARACTER_TOKENS)
+    vocab = {token: i for i, token in enumerate(tokens)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -86,13 +103,18 @@ def build_tiny_tokenizer() -> Any:
     )
 
 
-def build_tiny_model(vocab_size: int, eos_token_id: int, pad_token_id: int) -> Any:
+def build_tiny_model(
+    vocab_size: int, eos_token_id: int, pad_token_id: int, *, appended_tokens: int = 0
+) -> Any:
     """A 2-layer Llama with hidden size 32 and seeded random weights, in eval mode.
 
     Args:
         vocab_size: the tokenizer's vocabulary size.
         eos_token_id: id that ends a generation.
         pad_token_id: id used for padding.
+        appended_tokens: how many ids at the end of the vocabulary get rows from
+            :data:`CHARACTER_SEED` after the model is built for the rest, so appending tokens
+            leaves every other weight as it was.
 
     Returns:
         A ``LlamaForCausalLM`` (about 50k parameters).
@@ -101,7 +123,7 @@ def build_tiny_model(vocab_size: int, eos_token_id: int, pad_token_id: int) -> A
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - appended_tokens,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -118,13 +140,34 @@ def build_tiny_model(vocab_size: int, eos_token_id: int, pad_token_id: int) -> A
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
         torch.manual_seed(TINY_SEED)
         model = LlamaForCausalLM(config)
+        if appended_tokens:  # resizing draws from the global RNG too
+            _append_rows(model, vocab_size, appended_tokens)
+    if appended_tokens:  # read by GenerationBackend: the appended ids are for grammars only
+        model.config.herd_unconstrained_vocab_size = vocab_size - appended_tokens
     model.generation_config.eos_token_id = eos_token_id
     model.generation_config.pad_token_id = pad_token_id
     return model.eval()
 
 
+def _append_rows(model: Any, vocab_size: int, appended: int) -> None:
+    import torch
+
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    generator = torch.Generator().manual_seed(CHARACTER_SEED)
+    std = model.config.initializer_range
+    with torch.no_grad():
+        for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            rows = torch.randn(appended, weight.shape[1], generator=generator) * std
+            weight[-appended:] = rows
+
+
 def build_tiny_parts() -> tuple[Any, Any]:
     """The tiny model and its tokenizer, as ``(model, tokenizer)``."""
     tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    model = build_tiny_model(
+        len(tokenizer),
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        appended_tokens=len(CHARACTER_TOKENS),
+    )
     return model, tokenizer

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from langchain_herd.server.backend import GenerationBackend
 from langchain_herd.server.generation import GenerationPlan, SamplingParams
-from langchain_herd.server.schemas import ChatRequest, GenerateParameters
+from langchain_herd.server.grammar import GrammarError, compile_grammar
+from langchain_herd.server.schemas import ChatRequest, GenerateParameters, Grammar
 from langchain_herd.server.tgi_errors import TGIError
 
 DEFAULT_GENERATION_LENGTH = 1024
@@ -123,9 +124,6 @@ def validate_generate(
             "`truncate` must be strictly positive and less than "
             f"{limits.max_input_tokens}. Given: {truncate}"
         )
-    if params.grammar is not None:
-        raise TGIError.validation("grammar is not supported")
-
     input_ids = backend.encode(inputs, add_special_tokens=add_special_tokens)
     if truncate is not None:
         input_ids = input_ids[-truncate:]  # TGI keeps the end of the prompt
@@ -144,6 +142,7 @@ def validate_generate(
         raise TGIError.validation(
             f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {input_length}"
         )
+    grammar = validate_grammar(params.grammar) if params.grammar is not None else None
     plan = GenerationPlan(
         input_ids=tuple(input_ids),
         max_new_tokens=max_new_tokens,
@@ -151,6 +150,7 @@ def validate_generate(
         stop_sequences=tuple(params.stop),
         top_n_tokens=top_n_tokens,
         decoder_input_details=params.decoder_input_details,
+        grammar=grammar,
     )
     return ValidatedRequest(
         plan=plan,
@@ -159,6 +159,21 @@ def validate_generate(
         return_full_text=bool(params.return_full_text),
         inputs=inputs,
     )
+
+
+def validate_grammar(grammar: Grammar) -> str:
+    """Compile a request's grammar, failing like TGI (last of its checks, 422).
+
+    Returns:
+        The compiled grammar for :attr:`GenerationPlan.grammar`.
+
+    Raises:
+        TGIError: ``grammar is not valid: <why>``.
+    """
+    try:
+        return compile_grammar(grammar.type, grammar.value)
+    except GrammarError as exc:
+        raise TGIError.validation(f"grammar is not valid: {exc}") from exc
 
 
 def _sampling_params(params: GenerateParameters) -> SamplingParams:

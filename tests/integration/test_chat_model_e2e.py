@@ -135,3 +135,60 @@ def test_request_faults_never_open_a_breaker(servers: dict[str, str]) -> None:
     for _ in range(3):
         router.invoke(STEM_Q)
     assert not router.breakers["stem"].allow()
+
+
+def test_tool_requests_refused_by_the_server_leave_the_herd_healthy(
+    servers: dict[str, str],
+) -> None:
+    """The issue's case: a herd that mixes protocols gets three tool requests that every
+    tool-capable expert refuses (a forced call cut by max_tokens: TGI's 422 tool error).
+    Generate-route experts are never sent them, no breaker opens, and ordinary traffic then
+    reaches every expert."""
+    from langchain_core.tools import tool
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    config = parse_config(
+        {
+            "experts": [
+                {"name": "stem", "url": servers["a"], "protocol": "openai", "routes": ["stem"]},
+                {
+                    "name": "humanities",
+                    "url": servers["b"],
+                    "protocol": "tgi",
+                    "routes": ["humanities"],
+                },
+                {
+                    "name": "general",
+                    "url": servers["b"],
+                    "protocol": "openai",
+                    "routes": ["social_sciences", "other"],
+                },
+            ],
+            "fallback": {"default_expert": "general"},
+        }
+    )
+    router = HerdRouter.from_config(config, max_tokens=2)
+    forced = router.bind_tools([add], tool_choice="add")
+    for _ in range(3):
+        with pytest.raises(Exception) as caught:
+            forced.invoke(STEM_Q)
+        decision = caught.value.decision  # type: ignore[attr-defined]
+        assert decision.excluded == {"humanities": "cannot call tools"}
+        assert [(a.expert, a.failure) for a in decision.attempts] == [
+            ("stem", "invalid_input"),
+            ("general", "invalid_input"),
+        ]
+        assert "Tool error" in (decision.attempts[0].error or "")
+    assert all(breaker.allow() for breaker in router.breakers.values())
+    plain = HerdRouter.from_config(config, max_tokens=4)
+    plain.engine = router.engine  # the same breakers
+    moral = "Which moral philosophy holds that the right act maximizes happiness, as Mill said?"
+    for question, expert in ((STEM_Q, "stem"), (moral, "humanities")):
+        decision = plain.invoke(question).response_metadata["herd"]
+        assert decision["answered_by"] == expert, decision
+    pinned = plain.invoke(STEM_Q, {"configurable": {"herd_expert": "general"}})
+    assert pinned.response_metadata["herd"]["answered_by"] == "general"

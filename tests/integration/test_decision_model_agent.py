@@ -5,10 +5,10 @@ The subject is the routing: the real bundled TF-IDF router, wrapped as a
 through the tool loop, must go to the chosen route's model and never to the agent's
 fallback model or the other route's.
 
-The chat models are fakes that emit a tool call and then answer with the tool's result.
-They stand in for real models only because the local TGI-protocol server
-(``langchain_herd.server``, backend ``tiny``) cannot yet answer with tool calls; the fakes
-are not what the test is about. The tool runs for real, and so does the classifier.
+The chat models are fakes that emit a tool call and then answer with the tool's result, so
+each route's calls can be counted exactly; the fakes are not what the test is about. The
+tool runs for real, and so does the classifier. The same middleware drives real OpenAI-route
+experts on a local server in tests/integration/test_agents_e2e.py.
 """
 
 from __future__ import annotations

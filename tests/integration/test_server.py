@@ -439,10 +439,13 @@ def test_chat_errors(client: InferenceClient) -> None:
     assert caught.value.response is not None and caught.value.response.status_code == 422
     with pytest.raises(ValidationError, match="must have less than 256 tokens"):
         list(client.chat_completion(too_long, max_tokens=2, stream=True))
-    with pytest.raises(HfHubHTTPError) as caught:
+    with pytest.raises(HfHubHTTPError) as caught:  # forcing a tool that was not given
         tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-        client.chat_completion(MESSAGES, max_tokens=2, tools=cast(Any, [tool]))
-    assert "grammar is not supported" in str(caught.value)
+        client.chat_completion(
+            MESSAGES, max_tokens=2, tools=cast(Any, [tool]), tool_choice=cast(Any, "g")
+        )
+    assert caught.value.response is not None and caught.value.response.status_code == 422
+    assert "Tool with name g not found" in caught.value.response.text
 
 
 # --- async clients and LangChain ------------------------------------------------------------ -----

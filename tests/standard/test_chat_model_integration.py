@@ -23,6 +23,21 @@ pytestmark = pytest.mark.slow
 
 _HERD: dict[str, HerdConfig] = {}
 
+SMOLLM2_RAMBLES = (
+    "SmolLM2-135M does not close a free-text JSON string: it writes on (often the tool "
+    "prompt's own words) until max_tokens cuts the reply, and the cut call is TGI's 422 "
+    "tool error or a length-limited parse. The grammar keeps every token schema-valid; "
+    "the model does not finish. Passes with a model that can write a short joke."
+)
+EXPECTED_TO_FAIL = {
+    "test_structured_output": SMOLLM2_RAMBLES,
+    "test_structured_output_async": SMOLLM2_RAMBLES,
+    "test_structured_output_pydantic_2_v1": SMOLLM2_RAMBLES,
+    "test_json_mode": SMOLLM2_RAMBLES,
+    "test_unicode_tool_call_integration": SMOLLM2_RAMBLES,
+}
+"""Standard tests SmolLM2-135M cannot pass, with why (also listed in the README)."""
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -317,3 +317,39 @@ def test_model_kwarg_names_a_served_model() -> None:
     assert answer.response_metadata["herd"]["excluded"] == {"stem": "serves org/big, not org/small"}
     with pytest.raises(InputError, match="neither an expert of this herd"):
         router.invoke("integral", model="org/unknown")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "input too long for this expert",
+        {"message": "input too long for this expert"},
+        {"error": {"message": "input too long for this expert"}},
+    ],
+)
+def test_openai_errors_keep_the_servers_reason(body: Any) -> None:
+    import openai
+
+    from langchain_herd.failures import classify_failure
+
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    response = httpx.Response(422, request=request)
+    error = openai.UnprocessableEntityError("Error code: 422", response=response, body=body)
+    failure = classify_failure(error)
+    assert failure is not None and failure.kind == "invalid_input" and failure.status_code == 422
+    assert failure.message.endswith("input too long for this expert")
+
+
+@pytest.mark.parametrize("prompt_format", ["chatml", "llama3", "mistral", "plain"])
+def test_generate_route_renders_tool_call_histories(prompt_format: str) -> None:
+    from langchain_herd.prompt_formats import render_prompt
+
+    call = {"name": "add", "args": {"a": 1, "b": 2}, "id": "c1"}
+    history = [
+        HumanMessage("add 1 and 2"),
+        AIMessage("", tool_calls=[call]),
+        ToolMessage("3", tool_call_id="c1"),
+    ]
+    prompt = render_prompt(history, prompt_format)  # type: ignore[arg-type]
+    assert '{"name": "add", "arguments": {"a": 1, "b": 2}}' in prompt
+    assert prompt.index("add 1 and 2") < prompt.index('"arguments"') < prompt.rindex("3")

@@ -236,11 +236,20 @@ class RunRecorder(BaseCallbackHandler):
         inputs: Any,
         *,
         run_id: UUID,
+        parent_run_id: UUID | None = None,
         tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.chains.append({"run_id": run_id, "name": kwargs.get("name"), "metadata": metadata})
+        self.chains.append(
+            {
+                "run_id": run_id,
+                "parent": parent_run_id,
+                "name": kwargs.get("name"),
+                "tags": tags,
+                "metadata": metadata,
+            }
+        )
 
     def on_chat_model_start(
         self,
@@ -256,9 +265,7 @@ class RunRecorder(BaseCallbackHandler):
             {"run_id": run_id, "parent": parent_run_id, "tags": tags, "name": kwargs.get("name")}
         )
 
-    def on_custom_event(
-        self, name: str, data: Any, *, run_id: UUID, **kwargs: Any
-    ) -> None:
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.events.append((name, data, run_id))
 
 
@@ -268,12 +275,15 @@ def test_trace_has_router_run_with_decision_and_tagged_expert_child() -> None:
     )
     recorder = RunRecorder()
     router.invoke("integral", {"callbacks": [recorder]})
-    herd_run = recorder.models[0]
+    # One chat-model run (the herd's); each expert call is a chain run nested under it, so
+    # handlers see one model start and usage is counted once.
+    [herd_run] = recorder.models
     assert herd_run["parent"] is None
-    experts = recorder.models[1:]
+    experts = recorder.chains
     assert [m["parent"] for m in experts] == [herd_run["run_id"], herd_run["run_id"]]
+    assert [m["name"] for m in experts] == ["expert:stem", "expert:humanities"]
     assert "expert:stem" in experts[0]["tags"]
-    assert "expert:humanities" in experts[1]["tags"]
+    assert experts[1]["metadata"]["herd_expert"] == "humanities"
     [(name, decision, run_id)] = recorder.events
     assert name == "herd_decision" and run_id == herd_run["run_id"]
     assert decision["ranking"][0] == "stem" and decision["answered_by"] == "humanities"
@@ -326,8 +336,8 @@ async def test_astream_events_show_routing() -> None:
     assert kinds[0] == "on_chat_model_start" and events[0]["name"] == "herd"
     assert "on_chat_model_stream" in kinds
     herd_run = events[0]["run_id"]
-    expert_start = next(e for e in events[1:] if e["event"] == "on_chat_model_start")
-    assert "expert:stem" in expert_start["tags"]
+    expert_start = next(e for e in events[1:] if e["event"] == "on_chain_start")
+    assert expert_start["name"] == "expert:stem" and "expert:stem" in expert_start["tags"]
     assert expert_start["parent_ids"][-1] == herd_run
     end = events[-1]
     assert end["event"] == "on_chat_model_end" and end["run_id"] == herd_run
