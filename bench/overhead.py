@@ -74,13 +74,15 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-def expert(name: str, url: str, routes: list[str], protocol: str = "tgi") -> Expert:
+def expert(
+    name: str, url: str, routes: list[str], protocol: str = "tgi", max_new_tokens: int = 4
+) -> Expert:
     config = ExpertConfig(
         name=name,
         url=url,
         protocol=protocol,
         routes=routes,
-        generation={"max_new_tokens": 4},
+        generation={"max_new_tokens": max_new_tokens},
         timeout_s=30,
     )  # type: ignore[arg-type]
     return build_expert(config)
@@ -109,7 +111,8 @@ def run(iterations: int) -> dict[str, Any]:
         failing = expert("failing", url, labels)
         failing_router = HerdRouter([failing, expert("live", url, [])], classifier, **no_breaker)
 
-        chat = expert("chat", url, labels, protocol="openai")
+        # Room for a whole tool call: one cut by max_tokens is TGI's 422 tool error.
+        chat = expert("chat", url, labels, protocol="openai", max_new_tokens=48)
         chat_router = HerdRouter([chat], classifier, **no_breaker)
         chat_direct = chat.model
         tools_direct = chat.model.bind_tools([add], tool_choice="add")  # type: ignore[attr-defined]

@@ -262,6 +262,9 @@ class ChatRequest(BaseModel):
     """With ``logprobs``: this many alternatives per token."""
     max_tokens: int | None = None
     """Tokens to generate (TGI's default is 100)."""
+    max_completion_tokens: int | None = None
+    """OpenAI's newer name for ``max_tokens`` (what langchain-openai sends); read when
+    ``max_tokens`` is absent, as vLLM does."""
     n: int | None = None
     """Unused, as in TGI."""
     presence_penalty: float | None = None

@@ -219,7 +219,11 @@ def chat_parameters(request: ChatRequest, limits: ServerLimits) -> GenerateParam
         seed=request.seed,
         stop=request.stop_sequences(),
         max_new_tokens=(
-            request.max_tokens if request.max_tokens is not None else limits.default_max_new_tokens
+            request.max_tokens
+            if request.max_tokens is not None
+            else request.max_completion_tokens
+            if request.max_completion_tokens is not None
+            else limits.default_max_new_tokens
         ),
         frequency_penalty=request.frequency_penalty,
         repetition_penalty=(

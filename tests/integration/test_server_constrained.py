@@ -478,3 +478,19 @@ def test_smollm2_answers_in_json(smollm2: openai.OpenAI) -> None:
         smollm2, messages=messages, response_format={"type": "json_object"}, max_tokens=60
     )
     assert isinstance(json.loads(anything.choices[0].message.content), dict)
+
+
+def test_max_completion_tokens_is_read_like_max_tokens(oai: openai.OpenAI, url: str) -> None:
+    """langchain-openai's stock ChatOpenAI sends ``max_completion_tokens`` (OpenAI's newer
+    name); the server reads it when ``max_tokens`` is absent, as vLLM does."""
+    reply = chat(oai, max_completion_tokens=3)
+    assert reply.usage.completion_tokens == 3 and reply.choices[0].finish_reason == "length"
+    assert chat(oai, max_tokens=2, max_completion_tokens=5).usage.completion_tokens == 2
+    stock = ChatOpenAI(
+        base_url=f"{url}/v1",
+        api_key=SecretStr("unused"),
+        model="tgi",
+        max_completion_tokens=4,
+        temperature=0,
+    )
+    assert stock.invoke("hello").usage_metadata["output_tokens"] == 4  # type: ignore[index]
