@@ -89,13 +89,14 @@ def classify_failure(exc: BaseException) -> Failure | None:
     if isinstance(exc, EmptyAnswerError):
         return Failure("empty_answer", message, status)
     if isinstance(exc, TextGenerationError):
-        # TGI said why in its error payload; trust the payload's type over the status.
+        # TGI said why in its error payload; trust the payload's type over the status. Inside
+        # a stream there is no status: record the one TGI gives that error type.
         if isinstance(exc, OverloadedError):
-            return Failure("rate_limited", message, status)
+            return Failure("rate_limited", message, status or 429)
         if isinstance(exc, ValidationError):
-            return Failure("invalid_input", message, status)
+            return Failure("invalid_input", message, status or 422)
         if isinstance(exc, (GenerationError, IncompleteGenerationError)):
-            return Failure("generation_error", message, status)
+            return Failure("generation_error", message, status or 424)
         # An error_type the client does not know: the status is all there is to go on.
         if status is not None:
             return Failure(_kind_for_status(status), message, status)

@@ -32,7 +32,7 @@ def _role(message: BaseMessage) -> str:
 
 def _text(message: BaseMessage) -> str:
     """A turn's text; tool calls are written as JSON, as TGI renders them in a history."""
-    text = message.text
+    text = str(message.text)
     calls = getattr(message, "tool_calls", None)
     if calls:
         rendered = [{"name": call["name"], "arguments": call["args"]} for call in calls]

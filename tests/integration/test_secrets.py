@@ -53,6 +53,26 @@ class Recorder(BaseHTTPRequestHandler):
                 ],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
             }
+        elif body.get("stream"):
+            assert "inputs" in body
+            event = {
+                "index": 1,
+                "token": {"id": 1, "text": "generate ok", "logprob": 0.0, "special": False},
+                "generated_text": "generate ok",
+                "details": {
+                    "finish_reason": "eos_token",
+                    "generated_tokens": 1,
+                    "input_length": 3,
+                    "seed": None,
+                },
+            }
+            data = f"data: {json.dumps(event)}\n\n".encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         else:
             assert "inputs" in body
             reply = [{"generated_text": "generate ok"}]
