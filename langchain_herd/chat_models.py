@@ -796,7 +796,7 @@ def route_on(
     """
     pick: Callable[[Any], Any] = itemgetter(selector) if isinstance(selector, str) else selector
 
-    def run(value: Any, config: RunnableConfig) -> Any:
+    def routed(value: Any, config: RunnableConfig) -> RunnableConfig:
         try:
             query = pick(value)
         except (KeyError, TypeError) as exc:
@@ -805,17 +805,12 @@ def route_on(
                 f"the dict input or a callable over it"
             ) from exc
         configurable = {**(config.get("configurable") or {}), QUERY_KEY: str(query)}
-        return runnable.invoke(value, patch_config(config, configurable=configurable))
+        return patch_config(config, configurable=configurable)
+
+    def run(value: Any, config: RunnableConfig) -> Any:
+        return runnable.invoke(value, routed(value, config))
 
     async def arun(value: Any, config: RunnableConfig) -> Any:
-        try:
-            query = pick(value)
-        except (KeyError, TypeError) as exc:
-            raise InputError(
-                f"route_on could not read {selector!r} from the input ({exc}); give a key of "
-                f"the dict input or a callable over it"
-            ) from exc
-        configurable = {**(config.get("configurable") or {}), QUERY_KEY: str(query)}
-        return await runnable.ainvoke(value, patch_config(config, configurable=configurable))
+        return await runnable.ainvoke(value, routed(value, config))
 
     return RunnableLambda(run, afunc=arun, name="route_on")

@@ -119,7 +119,8 @@ class TGIGenerateChat(BaseChatModel):
     Messages are rendered to one prompt with ``prompt_format`` (TGI's generate route takes
     raw text; only its chat route applies the model's template) and sent with the client of
     the wrapped ``HuggingFaceEndpoint``, asking for TGI's ``details`` so every answer carries
-    token usage and its finish reason. ``response_format`` becomes TGI's ``grammar``; standard
+    token usage and its finish reason (read from the stream's last event, for ``invoke``
+    too). ``response_format`` becomes TGI's ``grammar``; standard
     parameters are mapped to the generate route's names (``max_tokens`` is
     ``max_new_tokens``).
 
@@ -170,11 +171,13 @@ class TGIGenerateChat(BaseChatModel):
             # OpenAI's spelling of greedy; TGI rejects temperature 0.
             params.pop("temperature")
             params["do_sample"] = False
-        params["stop"] = [*(stop or []), *params.get("stop", []), *self._template_stops()]
+        params["stop"] = self._stops(stop)
         return params
 
-    def _template_stops(self) -> list[str]:
-        return stop_sequences_for(self.prompt_format)
+    def _stops(self, stop: list[str] | None) -> list[str]:
+        """The call's stop sequences, the endpoint's, and the end of the format's turn."""
+        configured = self.llm.stop_sequences or []
+        return [*(stop or []), *configured, *stop_sequences_for(self.prompt_format)]
 
     def _metadata(self, finish_reason: Any) -> dict[str, Any]:
         return {"model_name": self.model_id, "finish_reason": str(finish_reason or "")}
@@ -191,7 +194,8 @@ class TGIGenerateChat(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         result = generate_from_stream(self._stream(messages, stop, None, **kwargs))
-        return self._without_stop(result, stop, kwargs)
+        # A stop sequence of several tokens streams out in pieces; the whole answer loses it.
+        return _without_stop(result, self._stops(stop))
 
     async def _agenerate(
         self,
@@ -201,17 +205,7 @@ class TGIGenerateChat(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         result = await agenerate_from_stream(self._astream(messages, stop, None, **kwargs))
-        return self._without_stop(result, stop, kwargs)
-
-    def _without_stop(
-        self, result: ChatResult, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> ChatResult:
-        # A stop sequence of several tokens streams out in pieces; the whole answer loses it.
-        stops = self._params(stop, dict(kwargs))["stop"]
-        for generation in result.generations:
-            if isinstance(generation.message.content, str):
-                generation.message.content = _strip_stop(generation.message.content, stops)
-        return result
+        return _without_stop(result, self._stops(stop))
 
     def _chunk(self, piece: Any, stops: list[str]) -> ChatGenerationChunk | None:
         token = piece.token
