@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -23,6 +23,25 @@ class BreakerStatus:
     state: BreakerState
     consecutive_failures: int
     retry_in_s: float
+
+
+class Breaker(Protocol):
+    """What the engine needs of a breaker: in-process (``CircuitBreaker``) or shared by
+    router replicas (``langchain_herd.shared_state``)."""
+
+    def allow(self) -> bool:
+        """Whether a call may go through now (claims the single probe when half-open)."""
+        ...
+
+    def record_success(self) -> None: ...
+
+    def record_failure(self) -> None: ...
+
+    def release_probe(self) -> None:
+        """Give the probe slot back when a probe call ended neither ok nor failed."""
+        ...
+
+    def status(self) -> BreakerStatus: ...
 
 
 class CircuitBreaker:

@@ -131,7 +131,13 @@ class ExpertConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0)
     """Per-request deadline in seconds (async calls enforce it for the whole request)."""
     max_input_tokens: int | None = Field(default=None, ge=1)
-    """The endpoint's input limit, for the local server and for operators' reference."""
+    """The endpoint's input limit (TGI's ``--max-input-tokens``, vLLM's ``--max-model-len``
+    less the answer). The router skips this expert for a query that would overflow it;
+    unset, the router asks the endpoint (``/info``, ``/v1/models``)."""
+    tokenizer: str | None = None
+    """Where the router finds this expert's tokenizer to count a query's tokens: a local
+    folder or a hub id already in the local cache. Default: ``model_id`` if it is cached
+    locally, else a stated conservative estimate (see ``langchain_herd.context_limits``)."""
     cost: float = Field(default=1.0, ge=0)
     """Relative cost of a call (e.g. active parameters in billions)."""
     description: str = ""
@@ -304,6 +310,28 @@ class LocalServerConfig(_Strict):
         return f"http://{self.host}:{self.port}"
 
 
+class StateConfig(_Strict):
+    """Where breakers and sticky sessions live: in this process, or in Redis so that several
+    router replicas share them."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    """``memory``: this process only (the default). ``redis``: shared through ``url``."""
+    url: str | None = None
+    """The Redis server for ``backend: redis``, e.g. ``redis://redis:6379/0``."""
+    key_prefix: str = "herd:"
+    """Prefix of every Redis key, so several herds can share one Redis."""
+    reconnect_s: float = Field(default=5.0, gt=0)
+    """While Redis is unreachable the router uses local state, and retries this often."""
+
+    @model_validator(mode="after")
+    def _check_url(self) -> StateConfig:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("state.backend redis needs url, e.g. redis://localhost:6379/0")
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("state.url must start with redis://, rediss:// or unix://")
+        return self
+
+
 class HerdConfig(_Strict):
     """A whole herd: experts, router, fallback, auth and optional local servers."""
 
@@ -319,6 +347,8 @@ class HerdConfig(_Strict):
     """Tokens and the experts they are sent to."""
     local_servers: list[LocalServerConfig] = Field(default_factory=list)
     """Local servers ``herd up`` starts before the herd is used."""
+    state: StateConfig = Field(default_factory=StateConfig)
+    """Where breakers and sticky sessions live (shared by replicas with Redis)."""
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @model_validator(mode="after")

@@ -67,6 +67,9 @@ class RouteDecision(BaseModel):
     """Experts passed over without a call, with why (e.g. an open breaker)."""
     attempts: list[Attempt] = Field(default_factory=list)
     """Every expert call in order."""
+    streaming: str | None = None
+    """The expert whose stream is being relayed, from its first token on (a surface can
+    name it before the stream ends, e.g. in an HTTP response header)."""
     answered_by: str | None = None
     """The expert whose answer was returned, once there is one."""
 

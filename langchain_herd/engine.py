@@ -17,7 +17,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 
-from langchain_herd.breaker import CircuitBreaker
+from langchain_herd.breaker import Breaker, CircuitBreaker
 from langchain_herd.capabilities import Requirements
 from langchain_herd.classifiers.base import Classifier
 from langchain_herd.config import DEFAULT_FALLBACK_ON, FailureKind
@@ -168,6 +168,7 @@ class HerdEngine:
         query_mode: QueryMode = "all_user",
         sticky_margin: float | None = 0.1,
         sessions: SessionStore | None = None,
+        breaker_factory: Callable[[str], Breaker] | None = None,
         name: str = "herd",
     ) -> None:
         """Build the engine.
@@ -185,6 +186,9 @@ class HerdEngine:
             sticky_margin: a thread's follow-up stays with the previous expert unless the
                 best expert's score beats it by more than this; None turns threads off.
             sessions: where threads' experts are kept; default in-process, bounded.
+            breaker_factory: makes each expert's breaker from its name (shared state across
+                replicas); default an in-process ``CircuitBreaker`` with the threshold and
+                cooldown above.
             name: the herd's name in traces.
         """
         if not experts:
@@ -205,9 +209,10 @@ class HerdEngine:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
         self.max_attempts = max_attempts
         self.fallback_on = frozenset(fallback_on)
-        self.breakers = {
-            name: CircuitBreaker(breaker_threshold, breaker_cooldown_s) for name in self.experts
-        }
+        make_breaker = breaker_factory or (
+            lambda _name: CircuitBreaker(breaker_threshold, breaker_cooldown_s)
+        )
+        self.breakers: dict[str, Breaker] = {name: make_breaker(name) for name in self.experts}
         self.query_mode: QueryMode = query_mode
         self.sticky_margin = sticky_margin
         self.sessions: SessionStore = sessions if sessions is not None else InMemorySessions()
@@ -457,6 +462,7 @@ class HerdEngine:
         except BaseException:
             trial.abandon()
             raise
+        decision.streaming = name
         return trial, stream, held
 
     def _rest_of_stream(
@@ -519,6 +525,7 @@ class HerdEngine:
             await _aclose(stream)
             trial.abandon()
             raise
+        decision.streaming = name
         return trial, stream, held, deadline
 
     async def _arest_of_stream(
