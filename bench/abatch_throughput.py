@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import time
@@ -41,7 +40,11 @@ from typing import Any
 from uuid import UUID
 
 import yaml
-from common import emit, percentile  # bench/common.py (the script's folder is on sys.path)
+from common import (  # bench/common.py (the script's folder is on sys.path)
+    emit,
+    free_port,
+    percentile,
+)
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -58,12 +61,6 @@ HERD_CONFIG = ROOT / "tgi_configs" / "local.yaml"
 SEED = 0
 # The tiny model's context is 4096 tokens; the longest MMLU prompt is 943 of its tokens.
 MAX_INPUT_TOKENS, MAX_TOTAL_TOKENS = 3072, 4096
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def herd_config(max_new_tokens: int, concurrency: int) -> HerdConfig:

@@ -23,7 +23,6 @@ costs under 20 ms before the next expert is called.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import time
@@ -32,7 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import emit, percentile  # bench/common.py (the script's folder is on sys.path)
+from common import (  # bench/common.py (the script's folder is on sys.path)
+    emit,
+    free_port,
+    percentile,
+    summary,
+)
 
 from langchain_herd import Expert, HerdRouter
 from langchain_herd.classifiers.registry import resolve_classifier
@@ -46,21 +50,6 @@ QUESTION = (
 )
 TARGET_ROUTING_MS = 5.0
 TARGET_REFUSED_MS = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": percentile(values, 0.5),
-        "p95_ms": percentile(values, 0.95),
-        "mean_ms": statistics.fmean(values),
-        "n": len(values),
-    }
 
 
 def timed(call: Callable[[], Any]) -> float:

@@ -53,7 +53,7 @@ from langchain_herd.capabilities import Requirements
 from langchain_herd.classifiers.base import Classifier
 from langchain_herd.config import DEFAULT_FALLBACK_ON, FailureKind, HerdConfig, load_config
 from langchain_herd.decision import RouteDecision
-from langchain_herd.engine import DECISION_KEY, HerdEngine, RouteRequest
+from langchain_herd.engine import DECISION_KEY, HerdEngine, RouteRequest, tool_call_ids
 from langchain_herd.errors import ConfigError, InputError
 from langchain_herd.expert_runs import (
     STREAMS,
@@ -69,7 +69,7 @@ from langchain_herd.expert_runs import (
 from langchain_herd.experts import Expert, build_expert
 from langchain_herd.inputs import HerdInput, QueryMode, to_messages
 from langchain_herd.policies import POLICIES, Policy, policy_from_config
-from langchain_herd.sessions import InMemorySessions, SessionStore
+from langchain_herd.sessions import SessionStore
 
 DECISION_EVENT = "herd_decision"
 """Name of the custom event that carries the final decision (``astream_events``, tracers)."""
@@ -82,6 +82,10 @@ QUERY_KEY = "herd_query"
 """``configurable`` key with the text to classify instead of the messages (``route_on``)."""
 THREAD_KEY = "thread_id"
 """``configurable`` key of the conversation thread (LangGraph's), for sticky routes."""
+STREAMING_KEY = "herd_streaming"
+"""``response_metadata`` key of a stream's first chunk: the decision as it stood at the first
+token (``streaming`` names the expert being relayed), so a surface can report the route before
+the last chunk brings the final decision (e.g. in HTTP response headers)."""
 
 CONFIG_ENV = "HERD_CONFIG"
 """Environment variable with the herd config used when none is given (a path or
@@ -238,6 +242,7 @@ class HerdRouter(BaseChatModel):
             **fields: chat model fields (``temperature``, ``max_tokens``, ``max_retries``...).
         """
         from langchain_herd.classifiers.registry import resolve_classifier
+        from langchain_herd.shared_state import state_from_config
 
         herd = config if isinstance(config, HerdConfig) else load_config(config)
         max_retries = int(fields.get("max_retries", 0))
@@ -252,6 +257,8 @@ class HerdRouter(BaseChatModel):
         costs = {e.name: e.cost for e in herd.experts}
         calibration = getattr(classifier, "calibration", None)
         sticky = herd.router.sticky
+        # Breakers and sessions: in this process, or shared by replicas through Redis.
+        breaker_factory, sessions = state_from_config(herd)
         engine = HerdEngine(
             experts,
             classifier,
@@ -264,7 +271,8 @@ class HerdRouter(BaseChatModel):
             breaker_cooldown_s=herd.fallback.breaker.cooldown_s,
             query_mode=herd.router.query,
             sticky_margin=sticky.margin if sticky.enabled else None,
-            sessions=InMemorySessions(sticky.ttl_s, sticky.max_threads),
+            sessions=sessions,
+            breaker_factory=breaker_factory,
             name=herd.name,
         )
         return cls(engine=engine, **fields)
@@ -433,6 +441,7 @@ class HerdRouter(BaseChatModel):
             policy=self._policy(policy) if policy is not None else None,
             thread_id=None if options.get(THREAD_KEY) is None else str(options[THREAD_KEY]),
             model=served_model,
+            max_new_tokens=bound.get("max_tokens"),
         )
         return request, bound
 
@@ -519,7 +528,7 @@ class HerdRouter(BaseChatModel):
             answer = self.engine.invoke(decision, call)
         finally:
             self._announce(decision, child_manager(run_manager, "herd"))
-        self.engine.remember(decision, request.thread_id)
+        self.engine.remember(decision, request.thread_id, tool_call_ids(answer))
         return ChatResult(generations=[ChatGeneration(message=self._finish(answer, decision))])
 
     async def _agenerate(
@@ -552,7 +561,7 @@ class HerdRouter(BaseChatModel):
             answer = await self.engine.ainvoke(decision, call)
         finally:
             await self._aannounce(decision, achild_manager(run_manager, "herd"))
-        self.engine.remember(decision, request.thread_id)
+        self.engine.remember(decision, request.thread_id, tool_call_ids(answer))
         return ChatResult(generations=[ChatGeneration(message=self._finish(answer, decision))])
 
     def _stream(
@@ -581,8 +590,12 @@ class HerdRouter(BaseChatModel):
             chunks = model.stream(prepared, UNTRACED, **call_kwargs)
             return traced_stream(expert_run(manager, expert, prepared), chunks)
 
+        calls: list[str] = []
         try:
-            for message in self.engine.stream(decision, call):
+            for index, message in enumerate(self.engine.stream(decision, call)):
+                if index == 0:
+                    message = self._mark_streaming(message, decision)
+                calls.extend(tool_call_ids(message))
                 chunk = ChatGenerationChunk(message=message)
                 if run_manager:
                     run_manager.on_llm_new_token(message.text, chunk=chunk)
@@ -592,7 +605,7 @@ class HerdRouter(BaseChatModel):
                 run, "herd", CallbackManager
             )
             self._announce(decision, manager)
-        self.engine.remember(decision, request.thread_id)
+        self.engine.remember(decision, request.thread_id, calls)
         yield self._last_chunk(decision)
 
     async def _astream(
@@ -616,8 +629,13 @@ class HerdRouter(BaseChatModel):
             chunks = model.astream(prepared, UNTRACED, **call_kwargs)
             return atraced_stream(manager, expert, prepared, chunks)
 
+        calls: list[str] = []
         try:
+            first = True
             async for message in self.engine.astream(decision, call):
+                if first:
+                    message, first = self._mark_streaming(message, decision), False
+                calls.extend(tool_call_ids(message))
                 chunk = ChatGenerationChunk(message=message)
                 if run_manager:
                     await run_manager.on_llm_new_token(message.text, chunk=chunk)
@@ -627,8 +645,13 @@ class HerdRouter(BaseChatModel):
                 run, "herd", AsyncCallbackManager
             )
             await self._aannounce(decision, manager)
-        self.engine.remember(decision, request.thread_id)
+        self.engine.remember(decision, request.thread_id, calls)
         yield self._last_chunk(decision)
+
+    @staticmethod
+    def _mark_streaming(message: AIMessageChunk, decision: RouteDecision) -> AIMessageChunk:
+        metadata = {**message.response_metadata, STREAMING_KEY: decision.metadata()}
+        return message.model_copy(update={"response_metadata": metadata})
 
     @staticmethod
     def _last_chunk(decision: RouteDecision) -> ChatGenerationChunk:

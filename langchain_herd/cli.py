@@ -4,8 +4,14 @@ CONFIG is a herd config YAML file or ``bundled:<name>``, one shipped with the pa
 (``bundled:local``: the embedded default herd of local SmolLM2 experts).
 
 - ``herd serve``: one local TGI-protocol server (see ``python -m langchain_herd.server -h``).
+- ``herd serve-router CONFIG``: the herd as one OpenAI-compatible HTTP endpoint
+  (``/v1/chat/completions``, ``/v1/models``, ``/health``, ``/metrics``).
 - ``herd up CONFIG``: start the config's local servers, wait for health, keep them up.
 - ``herd route CONFIG "question"``: print the decision and the answer.
+- ``herd check CONFIG``: probe every expert's endpoint and report unreachable servers and
+  model, adapter and context-limit mismatches with the config (exit 1 on any problem).
+- ``herd compose CONFIG [-o FILE] [--kubernetes] [--replicas N]``: a docker-compose file (or
+  Kubernetes manifests) for the config's ``deploy`` servers, the router and Redis.
 - ``herd demo``: start the embedded local herd, route a sample of MMLU questions, and print
   a table and a summary.
 - ``herd label CONFIG DATASET --out DIR``: run a dataset through every expert and score
@@ -56,10 +62,22 @@ def cmd_serve(argv: list[str]) -> int:
     return serve_main(argv)
 
 
+def cmd_serve_router(argv: list[str]) -> int:
+    from langchain_herd.endpoint.cli import serve_router_main
+
+    return serve_router_main(argv)
+
+
 def cmd_label(argv: list[str]) -> int:
     from langchain_herd.labeling.cli import label_main
 
     return label_main(argv)
+
+
+def cmd_compose(argv: list[str]) -> int:
+    from langchain_herd.deploy.cli import compose_main
+
+    return compose_main(argv)
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -164,6 +182,14 @@ def cmd_route(args: argparse.Namespace) -> int:
     print(f"expert:   {decision.answered_by}")
     print(f"answer:   {answer.text.strip()}")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from langchain_herd.check import check_config
+
+    report = check_config(load_config(args.config), timeout_s=args.timeout)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.table())
+    return 0 if report.ok else 1
 
 
 class _nullcontext:
@@ -313,11 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run one local TGI-protocol server (args: see --help)", add_help=False
     )
     sub.add_parser(
+        "serve-router",
+        help="serve the herd as an OpenAI-compatible endpoint (args: see --help)",
+        add_help=False,
+    )
+    sub.add_parser(
         "label", help="label a dataset with every expert (args: see --help)", add_help=False
     )
     sub.add_parser("train", help="train a router classifier (args: see --help)", add_help=False)
     sub.add_parser(
         "eval", help="compare routers and baselines on held-out questions", add_help=False
+    )
+    sub.add_parser(
+        "compose",
+        help="write docker-compose or Kubernetes files for the config's servers (args: --help)",
+        add_help=False,
     )
     calibrate = sub.add_parser("calibrate", help="calibrate a policy value into an artifact")
     calibrate.add_argument("artifact", help="classifier directory (a correctness router)")
@@ -351,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument(
         "--decision-only", action="store_true", help="classify and rank without calling an expert"
     )
+    check = sub.add_parser(
+        "check", help="check every expert's endpoint against the config (exit 1 on problems)"
+    )
+    check.add_argument("config", metavar="CONFIG", help=_config_help())
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds per probe request")
     demo = sub.add_parser("demo", help="route a sample of MMLU through the local herd")
     demo.add_argument(
         "--config",
@@ -366,7 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    forwarded = {"serve": cmd_serve, "label": cmd_label, "train": cmd_train, "eval": cmd_eval}
+    forwarded = {
+        "serve": cmd_serve,
+        "serve-router": cmd_serve_router,
+        "label": cmd_label,
+        "train": cmd_train,
+        "eval": cmd_eval,
+        "compose": cmd_compose,
+    }
     if argv and argv[0] in forwarded:
         return forwarded[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
@@ -375,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_up(args)
         if args.command == "route":
             return cmd_route(args)
+        if args.command == "check":
+            return cmd_check(args)
         if args.command == "calibrate":
             return cmd_calibrate(args)
         run_demo(args.config, args.questions, args.seed, args.out)

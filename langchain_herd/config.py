@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from langchain_herd.deploy.spec import DeploySpec, check_expert_servers
 from langchain_herd.errors import ConfigError
 
 Protocol = Literal["tgi", "openai"]
@@ -117,7 +118,8 @@ class ExpertConfig(_Strict):
     model_id: str = "tgi"
     """The model the endpoint serves (informational, and sent as ``model`` where needed)."""
     adapter_id: str | None = None
-    """TGI multi-LoRA adapter to use on this endpoint (several experts on one base model)."""
+    """LoRA adapter to use on this endpoint (several experts on one base model): sent as
+    TGI's ``adapter_id``; on vLLM and SGLang the adapter's name, chosen by ``openai_model``."""
     openai_model: str | None = None
     """``model`` value for the OpenAI route. Default: ``adapter_id`` if set, else ``tgi``
     (TGI reads it as an adapter id). vLLM and SGLang need their served model name here."""
@@ -147,6 +149,9 @@ class ExpertConfig(_Strict):
     capabilities: CapabilitiesConfig | None = None
     """What the endpoint honours beyond chat; default by protocol (``openai``: tools and
     every structured output method; ``tgi``: JSON grammars, no tools)."""
+    server: str | None = None
+    """The ``deploy.servers`` entry this expert runs on (``herd compose``); the config then
+    checks that url, model, protocol, adapter and served model name agree with it."""
 
     @field_validator("url")
     @classmethod
@@ -349,6 +354,9 @@ class HerdConfig(_Strict):
     """Local servers ``herd up`` starts before the herd is used."""
     state: StateConfig = Field(default_factory=StateConfig)
     """Where breakers and sticky sessions live (shared by replicas with Redis)."""
+    deploy: DeploySpec | None = None
+    """The TGI, vLLM or SGLang servers behind the experts and the router replicas, for
+    ``herd compose`` (see ``langchain_herd.deploy.spec``)."""
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @model_validator(mode="after")
@@ -378,6 +386,7 @@ class HerdConfig(_Strict):
         twice = sorted({name for name in claimed if claimed.count(name) > 1})
         if twice:
             raise ValueError(f"experts {twice} appear in more than one auth entry")
+        check_expert_servers(self.experts, self.deploy)
         return self
 
     @property

@@ -59,6 +59,9 @@ class RouteDecision(BaseModel):
     """What the request needed of its expert (``tools``, ``structured_output:<method>``)."""
     excluded: dict[str, str] = Field(default_factory=dict)
     """Experts left out of the ranking because they cannot honour the request, with why."""
+    notes: dict[str, str] = Field(default_factory=dict)
+    """Remarks on experts that did not change the route, e.g. an input limit that could not
+    be checked."""
     pinned: str | None = None
     """The expert pinned for this call (``configurable``), if any."""
     sticky: str | None = None

@@ -21,6 +21,7 @@ from langchain_herd.breaker import Breaker, CircuitBreaker
 from langchain_herd.capabilities import Requirements
 from langchain_herd.classifiers.base import Classifier
 from langchain_herd.config import DEFAULT_FALLBACK_ON, FailureKind
+from langchain_herd.context_limits import ContextGuard
 from langchain_herd.decision import Attempt, RouteDecision
 from langchain_herd.errors import (
     AllExpertsFailedError,
@@ -62,6 +63,9 @@ class RouteRequest:
     """Conversation thread, for sticky routes across turns."""
     model: str | None = None
     """Only experts serving this model id may answer (a per-call ``model``)."""
+    max_new_tokens: int | None = None
+    """The call's answer length (``max_tokens``), which a total token limit must leave room
+    for; None: each expert's configured ``max_new_tokens``."""
 
 
 def has_answer(message: BaseMessage) -> bool:
@@ -71,11 +75,20 @@ def has_answer(message: BaseMessage) -> bool:
     return bool(getattr(message, "tool_calls", None) or getattr(message, "tool_call_chunks", None))
 
 
-def answered_this_turn(messages: Sequence[BaseMessage]) -> str | None:
+TOOL_CALL_KEY = "tool_call:"
+"""Session-store key prefix of a tool call's id, mapped to the expert that made the call."""
+
+
+def answered_this_turn(
+    messages: Sequence[BaseMessage], sessions: SessionStore | None = None
+) -> str | None:
     """The expert that answered earlier in the current turn (the agent's tool loop), if any.
 
     A turn starts at the last human message; an AI message after it was written by this herd
     when it carries a decision, so the loop's next model call stays with the same expert.
+    Clients that drop ``response_metadata`` (an OpenAI client of the HTTP endpoint, messages
+    stored as plain dicts) still send the tool calls' ids back: ``remember`` kept each id's
+    expert in ``sessions``.
     """
     if not messages or isinstance(messages[-1], HumanMessage):
         return None
@@ -86,7 +99,18 @@ def answered_this_turn(messages: Sequence[BaseMessage]) -> str | None:
             decision = message.response_metadata.get(DECISION_KEY)
             if isinstance(decision, dict) and isinstance(decision.get("answered_by"), str):
                 return decision["answered_by"]
+            if sessions is not None:
+                for call_id in tool_call_ids(message):
+                    held = sessions.get(TOOL_CALL_KEY + call_id)
+                    if held is not None:
+                        return held
     return None
+
+
+def tool_call_ids(message: BaseMessage) -> list[str]:
+    """Ids of the tool calls in an answer or a stream chunk (each id is in its first chunk)."""
+    calls = [*getattr(message, "tool_calls", []), *getattr(message, "tool_call_chunks", [])]
+    return [str(call["id"]) for call in calls if call.get("id")]
 
 
 class _Trial:
@@ -218,6 +242,7 @@ class HerdEngine:
         self.sessions: SessionStore = sessions if sessions is not None else InMemorySessions()
         self.name = name
         self.label_experts = self._map_labels()
+        self.context = ContextGuard(self.experts)
 
     def _map_labels(self) -> dict[str, list[str]]:
         if getattr(self.classifier, "mode", None) == "correctness":
@@ -257,6 +282,8 @@ class HerdEngine:
         Raises:
             InputError: the pinned expert is not in the herd.
             CapabilityError: no expert (or not the pinned one) can honour the request.
+            ContextLengthError: (a ``CapabilityError``) the input is too long for every expert
+                that could take it, or for the pinned one.
         """
         text = request.query if request.query is not None else self.query_of(request.messages)
         started = time.perf_counter()
@@ -305,6 +332,16 @@ class HerdEngine:
                 why = f"serves {expert.model_id}, not {request.model}"
             if why is not None:
                 decision.excluded[name] = why
+        candidates = [n for n in decision.ranking if n not in decision.excluded]
+        if request.pin is not None:
+            candidates = [n for n in candidates if n == request.pin]
+        self.context.apply(
+            decision,
+            request.messages,
+            candidates,
+            answer_tokens=request.max_new_tokens,
+            pinned=request.pin is not None,
+        )
         decision.ranking = [n for n in decision.ranking if n not in decision.excluded]
         if request.pin is not None and request.pin in decision.excluded:
             raise CapabilityError(
@@ -321,7 +358,7 @@ class HerdEngine:
             )
 
     def _apply_sticky(self, decision: RouteDecision, request: RouteRequest) -> None:
-        held = answered_this_turn(request.messages)
+        held = answered_this_turn(request.messages, self.sessions)
         if held is not None and held in decision.ranking:
             decision.ranking.remove(held)
             decision.ranking.insert(0, held)
@@ -347,10 +384,18 @@ class HerdEngine:
                 f"{lead:.3f} beats the sticky margin {self.sticky_margin:g})"
             )
 
-    def remember(self, decision: RouteDecision, thread_id: str | None) -> None:
-        """Keep the thread's expert for its next turn."""
-        if thread_id is not None and decision.answered_by is not None and not decision.pinned:
-            self.sessions.set(thread_id, decision.answered_by)
+    def remember(
+        self, decision: RouteDecision, thread_id: str | None, tool_calls: Sequence[str] = ()
+    ) -> None:
+        """Keep the thread's expert for its next turn, and the expert of each tool call the
+        answer made, so the tool loop's next call finds it from the call ids alone."""
+        expert = decision.answered_by
+        if expert is None:
+            return
+        for call_id in tool_calls:
+            self.sessions.set(TOOL_CALL_KEY + call_id, expert)
+        if thread_id is not None and not decision.pinned:
+            self.sessions.set(thread_id, expert)
 
     def candidates(self, decision: RouteDecision) -> Iterator[str]:
         """Experts to try, in order, skipping open breakers (recorded in the decision)."""

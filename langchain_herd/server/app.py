@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +34,7 @@ def create_app(
     faults: FaultConfig | None = None,
     default_max_new_tokens: int = 100,
     compat_return_full_text: bool = True,
+    adapters: Sequence[str] = (),
 ) -> Starlette:
     """Build the TGI-protocol app around a loaded backend.
 
@@ -48,6 +50,9 @@ def create_app(
             (TGI's default is 100).
         compat_return_full_text: ``POST /``'s default for ``return_full_text``; TGI uses true
             for text-generation models, so the prompt comes back in front of the reply.
+        adapters: LoRA adapter ids listed in ``/v1/models`` the way vLLM lists its LoRA modules
+            (for clients that check them; listing only: the base model answers requests
+            naming them, and TGI itself lists none).
 
     Returns:
         The app; serve it with :class:`ServerThread` or any ASGI server.
@@ -80,6 +85,7 @@ def create_app(
         ),
         faults=FaultInjector(faults),
         compat_return_full_text=compat_return_full_text,
+        adapters=tuple(adapters),
     )
     routes = [
         Route("/", compat_generate, methods=["POST"]),

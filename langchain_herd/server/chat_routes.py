@@ -79,16 +79,29 @@ def _finish_reason(finish: Finish) -> str:
 
 
 async def list_models(request: Request) -> Response:
-    """``GET /v1/models``: the one served model."""
+    """``GET /v1/models``: the served model, then any listed adapters.
+
+    TGI lists the one model; like vLLM's, the entries here also carry ``max_model_len`` (the
+    model's ``max_total_tokens``) and each adapter names its base model as ``parent``, so
+    clients can read limits and adapters from either protocol's routes.
+    """
     state: ServerState = request.app.state.herd
     started: int = request.app.state.started_at
-    model = {
-        "id": state.model_id,
-        "object": "model",
-        "created": started,
-        "owned_by": state.model_id,
-    }
-    return JSONResponse({"object": "list", "data": [model]})
+
+    def entry(name: str, parent: str | None, max_model_len: int | None) -> dict[str, object]:
+        return {
+            "id": name,
+            "object": "model",
+            "created": started,
+            "owned_by": state.model_id,
+            "root": name,
+            "parent": parent,
+            "max_model_len": max_model_len,
+        }
+
+    models = [entry(state.model_id, None, state.limits.max_total_tokens)]
+    models += [entry(adapter, state.model_id, None) for adapter in state.adapters]
+    return JSONResponse({"object": "list", "data": models})
 
 
 async def chat_completions(request: Request) -> Response:

@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-total-tokens", type=int, default=2048)
     parser.add_argument("--max-concurrent-requests", type=int, default=8)
     parser.add_argument("--default-max-new-tokens", type=int, default=100)
+    parser.add_argument(
+        "--lora-adapters",
+        default="",
+        help="comma-separated adapter ids to list in /v1/models as vLLM lists LoRA modules "
+        "(listing only: requests naming one are answered by the base model)",
+    )
     faults = parser.add_argument_group("fault injection (also settable via POST /_herd/faults)")
     faults.add_argument("--fail-next", type=int, default=0, help="fail this many requests")
     faults.add_argument("--fail-status", type=int, default=503, help="HTTP status of failures")
@@ -103,6 +109,7 @@ def serve_main(argv: list[str] | None = None) -> int:
             max_concurrent_requests=args.max_concurrent_requests,
             faults=faults,
             default_max_new_tokens=args.default_max_new_tokens,
+            adapters=[name.strip() for name in args.lora_adapters.split(",") if name.strip()],
         )
     except (HerdError, ValueError) as exc:
         sock.close()

@@ -38,6 +38,7 @@ class ServerState:
         compat_return_full_text: ``POST /``'s default for ``return_full_text``. TGI uses true
             for models whose hub pipeline tag is ``text-generation`` (and when it has none),
             so a client that does not send the flag gets the prompt back in front of the reply.
+        adapters: LoRA adapter ids listed in ``/v1/models`` (listing only).
     """
 
     backend: GenerationBackend
@@ -46,6 +47,7 @@ class ServerState:
     faults: FaultInjector
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     compat_return_full_text: bool = True
+    adapters: tuple[str, ...] = ()
     _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

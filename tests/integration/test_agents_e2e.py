@@ -14,56 +14,25 @@ real tool loop (the same pattern examples/agent_toolkit.py uses with SmolLM2).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import (
-    AgentMiddleware,
     ModelChoice,
-    ModelRequest,
-    ModelResponse,
     ModelRouterMiddleware,
 )
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, ToolMessage
-from langchain_core.tools import tool
+from langchain_core.messages import AIMessage
 
 from langchain_herd import HerdDecisionModel, HerdMiddleware, HerdRouter
 from langchain_herd.config import HerdConfig, parse_config
 from langchain_herd.experts import build_chat_model
 from langchain_herd.server import ServerThread, create_app, load_backend
+from tests.integration.agent_loop import ToolThenAnswer, add, added
 
 STEM_Q = "Compute the derivative of x^3 + 2x with respect to x, then add 3 and 4."
-added: list[tuple[int, int]] = []
-
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers."""
-    added.append((a, b))
-    return a + b
-
-
-class ToolThenAnswer(AgentMiddleware):
-    """Force a tool call first, then an answer: a deterministic loop for a random model."""
-
-    def _decide(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
-        tool_ran = any(isinstance(m, ToolMessage) for m in request.messages)
-        return request.override(tool_choice="none" if tool_ran else "any")
-
-    def wrap_model_call(
-        self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], ModelResponse]
-    ) -> ModelResponse:
-        return handler(self._decide(request))
-
-    async def awrap_model_call(
-        self,
-        request: ModelRequest[Any],
-        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse]],
-    ) -> ModelResponse:
-        return await handler(self._decide(request))
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,7 @@ def herd(
     protocol: str,
     *,
     stem_url: str | None = None,
+    stem_limit: int | None = None,
     timeout_s: float = 30,
     **fallback: Any,
 ) -> HerdConfig:
@@ -80,6 +81,7 @@ def herd(
                     "generation": gen,
                     "timeout_s": timeout_s,
                     "system_prompt": "You answer science questions.",
+                    "max_input_tokens": stem_limit,
                 },
                 {
                     "name": "generalist",
@@ -239,8 +241,22 @@ def test_client_error_is_not_a_fallback(servers: dict[str, str], protocol: str) 
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_too_long_input_moves_on(servers: dict[str, str], protocol: str) -> None:
-    config = herd(servers, protocol, stem_url=servers["small"])
+def test_too_long_input_skips_the_small_expert(servers: dict[str, str], protocol: str) -> None:
+    # The router asks the small server its limit (16 tokens: /info, or /v1/models'
+    # max_model_len) and never sends it a query it would refuse.
+    router = router_for(servers, protocol, stem_url=servers["small"])
+    _, decision = router.invoke_with_decision(STEM_Q + " Explain every step carefully.")
+    assert decision.chosen == "generalist"
+    assert "exceeds its limit of" in decision.excluded["stem"]
+    assert [attempt.expert for attempt in decision.attempts] == ["generalist"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_limit_configured_too_high_still_moves_on_after_the_422(
+    servers: dict[str, str], protocol: str
+) -> None:
+    # The config's limit wins over the server's; when it is wrong, the 422 still falls back.
+    config = herd(servers, protocol, stem_url=servers["small"], stem_limit=4096)
     router = HerdRouter.from_config(config)
     _, decision = router.invoke_with_decision(STEM_Q + " Explain every step carefully.")
     assert decision.attempts[0].failure == "invalid_input"

@@ -147,6 +147,35 @@ def test_tool_loop_stays_with_the_expert_of_the_turn() -> None:
     assert decision["sticky"].startswith("tool loop")
 
 
+def test_tool_loop_found_by_tool_call_id_when_metadata_is_gone() -> None:
+    # An OpenAI client of the HTTP endpoint sends the AI message back without the decision;
+    # the tool call's id is enough to find the expert that made it.
+    router = herd(stem=ToolChat(reply="S"), other=ToolChat(reply="O"))
+    bound = router.bind_tools([add])
+    first = bound.invoke([HumanMessage("an integral please")])
+    assert first.response_metadata["herd"]["answered_by"] == "stem"
+    bare = AIMessage(content=first.content, tool_calls=first.tool_calls)
+    history = [
+        HumanMessage("an integral please"),
+        bare,
+        ToolMessage("tax 3", tool_call_id=first.tool_calls[0]["id"]),
+    ]
+    second = bound.invoke(history, {"configurable": {"herd_query": "tax"}})
+    decision = second.response_metadata["herd"]
+    assert decision["answered_by"] == "stem"
+    assert decision["sticky"].startswith("tool loop")
+    unknown = AIMessage(content="", tool_calls=[{**first.tool_calls[0], "id": "call-unknown"}])
+    third = bound.invoke(
+        [
+            HumanMessage("an integral please"),
+            unknown,
+            ToolMessage("3", tool_call_id="call-unknown"),
+        ],
+        {"configurable": {"herd_query": "tax"}},
+    )
+    assert third.response_metadata["herd"]["answered_by"] == "other"
+
+
 class TableClassifier(KeywordClassifier):
     """Fixed scores per text, to place a follow-up just inside or outside the margin."""
 
