@@ -5,8 +5,9 @@ Faults apply to the generation routes only (``/``, ``/generate``, ``/generate_st
 Per request, in this order: ``latency_ms`` is slept (holding a concurrency slot, so it also helps
 to provoke 429s), then a pending ``fail_next`` answers with an HTTP error in TGI's shape (also on
 streaming requests: it plays a failing proxy or server, before any byte of the stream), then a
-pending ``empty_next`` answers 200 with empty text, and ``drop_stream_after`` cuts every
-streaming reply after that many tokens.
+pending ``empty_next`` answers 200 with empty text, ``drop_stream_after`` cuts every
+streaming reply after that many tokens, and ``token_delay_ms`` slows every streamed token (a
+slow server: a stream that is reliably still running when a test looks at it).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class FaultConfig(BaseModel):
     """Close every streaming connection abruptly after this many tokens (None: never)."""
     empty_next: int = Field(default=0, ge=0)
     """Answer this many upcoming generation requests with HTTP 200 and empty text."""
+    token_delay_ms: float = Field(default=0.0, ge=0.0)
+    """Sleep this long before each streamed token."""
 
     def failure(self) -> TGIError:
         """The error an injected failure answers with."""
@@ -98,6 +101,12 @@ class FaultInjector:
         """Tokens after which a stream is cut, or None."""
         with self._lock:
             return self._config.drop_stream_after
+
+    @property
+    def token_delay_s(self) -> float:
+        """Seconds to sleep before each streamed token."""
+        with self._lock:
+            return self._config.token_delay_ms / 1000.0
 
     def take_failure(self) -> TGIError | None:
         """Consume one pending failure and return its error, or None when none is pending."""

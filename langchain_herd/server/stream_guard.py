@@ -3,6 +3,7 @@ that turns a failure mid-stream into TGI's in-stream error event and counts how 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -27,6 +28,7 @@ async def token_events(
 ) -> AsyncGenerator[TokenEvent, None]:
     """The plan's token events; raises ``StreamDropped`` after ``drop_after`` tokens."""
     sent = 0
+    delay = state.faults.token_delay_s
     async with aclosing(state.backend.agenerate(plan)) as events:
         async for event in events:
             if not isinstance(event, TokenEvent):
@@ -36,6 +38,8 @@ async def token_events(
                 outcome.recorded = True
                 raise StreamDropped(f"stream dropped after {sent} tokens (injected fault)")
             sent += 1
+            if delay:
+                await asyncio.sleep(delay)
             yield event
 
 

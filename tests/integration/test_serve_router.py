@@ -727,14 +727,25 @@ def test_client_gone_mid_stream_closes_the_expert_stream(
         text = HTTP.get(f"{experts['a']}/metrics").text
         return metric(text, "herd_requests_in_flight")
 
+    # A slow expert (100 ms a token) whose answer cannot end early: the grammar allows no end
+    # before 400 characters, so its stream is surely still running when the client leaves.
+    HTTP.post(f"{experts['a']}/_herd/faults", json={"token_delay_ms": 100})
+    essay = {"type": "object", "properties": {"essay": {"type": "string", "minLength": 400}}}
+    long_answer = {
+        "type": "json_schema",
+        "json_schema": {"name": "essay", "schema": {**essay, "required": ["essay"]}},
+    }
     with HTTP.stream(
         "POST",
         f"{endpoint.url}/v1/chat/completions",
-        json=ask(stream=True),
+        json=ask(stream=True, response_format=long_answer),
         headers=endpoint.auth,
     ) as reply:
-        assert next(reply.iter_lines()).startswith("data: ")
-        assert in_flight() == 1
+        lines = reply.iter_lines()
+        first = next(lines)
+        assert first.startswith("data: ")
+        seen = in_flight()
+        assert seen == 1, f"expert stream not in flight at the first event {first!r}"
     deadline = time.monotonic() + 10
     while in_flight() != 0:
         assert time.monotonic() < deadline, "the expert's stream was left open"
