@@ -30,16 +30,25 @@ STREAMS: dict[str, RunnableConfig] = {}
 """Config of each herd stream in progress, by run id (its experts' runs nest under it)."""
 
 
-def child_manager(run_manager: CallbackManagerForLLMRun | None, tag: str) -> CallbackManager | None:
+def _nested(
+    manager_class: type[Any],
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+    tag: str,
+) -> Any:
     """A callback manager for a run nested under the herd's own run (LLM runs lack get_child)."""
     if run_manager is None:
         return None
-    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+    manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
     manager.set_handlers(run_manager.inheritable_handlers)
     manager.add_tags(run_manager.inheritable_tags)
     manager.add_metadata(run_manager.inheritable_metadata)
     manager.add_tags([tag], inherit=False)
     return manager
+
+
+def child_manager(run_manager: CallbackManagerForLLMRun | None, tag: str) -> CallbackManager | None:
+    """A callback manager for a run nested under the herd's own run."""
+    return _nested(CallbackManager, run_manager, tag)
 
 
 UNTRACED: RunnableConfig = {"callbacks": []}
@@ -128,11 +137,5 @@ def stream_child_manager(run: str | None, tag: str, manager_class: type[Any]) ->
 def achild_manager(
     run_manager: AsyncCallbackManagerForLLMRun | None, tag: str
 ) -> AsyncCallbackManager | None:
-    if run_manager is None:
-        return None
-    manager = AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    manager.add_tags([tag], inherit=False)
-    return manager
+    """``child_manager`` for async runs."""
+    return _nested(AsyncCallbackManager, run_manager, tag)
