@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +53,7 @@ from langchain_herd.capabilities import Requirements
 from langchain_herd.classifiers.base import Classifier
 from langchain_herd.config import DEFAULT_FALLBACK_ON, FailureKind, HerdConfig, load_config
 from langchain_herd.decision import RouteDecision
-from langchain_herd.engine import DECISION_KEY, HerdEngine, RouteRequest, tool_call_ids
+from langchain_herd.engine import DECISION_KEY, Ensemble, HerdEngine, RouteRequest, tool_call_ids
 from langchain_herd.errors import ConfigError, InputError
 from langchain_herd.expert_runs import (
     STREAMS,
@@ -117,6 +117,10 @@ class HerdRouter(BaseChatModel):
     and skipped experts, every attempt), ``response_metadata["model_name"]`` the expert's
     model and ``usage_metadata`` its tokens.
 
+    With ``router.ensemble`` in the config (or ``ensemble=``), an answer may come from several
+    experts (an escalation cascade, a vote, a mixture-of-agents): ``calls`` in the decision
+    holds every call, ``verdict`` why this answer, and ``usage_metadata`` sums their tokens.
+
     Per call, ``configurable`` may pin an expert (``herd_expert``), rank with another policy
     (``herd_policy``), give the text to classify (``herd_query``, see ``route_on``) or name
     the conversation (``thread_id``) so follow-ups stay with their expert.
@@ -174,11 +178,12 @@ class HerdRouter(BaseChatModel):
         sticky_margin: float | None = 0.1,
         sessions: SessionStore | None = None,
         name: str = "herd",
+        ensemble: Ensemble | None = None,
         **fields: Any,
     ) -> None:
         """Build a herd from expert objects and a classifier (or a ready ``engine``).
 
-        The routing arguments (``policy`` to ``name``) are ``HerdEngine``'s, described there;
+        The routing arguments (``policy`` to ``ensemble``) are ``HerdEngine``'s, described there;
         they are ignored when a ready ``engine`` (shared state) is given.
 
         Args:
@@ -220,6 +225,7 @@ class HerdRouter(BaseChatModel):
                     sticky_margin=sticky_margin,
                     sessions=sessions,
                     name=name,
+                    ensemble=ensemble,
                 )
         fields.setdefault("name", engine.name)
         super().__init__(engine=engine, **fields)  # type: ignore[call-arg]
@@ -259,6 +265,11 @@ class HerdRouter(BaseChatModel):
         sticky = herd.router.sticky
         # Breakers and sessions: in this process, or shared by replicas through Redis.
         breaker_factory, sessions = state_from_config(herd)
+        ensemble = None
+        if herd.router.ensemble is not None:
+            from langchain_herd.ensembles.strategies import build_ensemble
+
+            ensemble = build_ensemble(herd.router.ensemble, experts, base_dir=herd.base_dir)
         engine = HerdEngine(
             experts,
             classifier,
@@ -274,6 +285,7 @@ class HerdRouter(BaseChatModel):
             sessions=sessions,
             breaker_factory=breaker_factory,
             name=herd.name,
+            ensemble=ensemble,
         )
         return cls(engine=engine, **fields)
 
@@ -500,20 +512,16 @@ class HerdRouter(BaseChatModel):
 
     # -- calls -------------------------------------------------------------------------
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        request, bound = self._request(messages, stop, kwargs)
-        decision = self.engine.decide(request)
+    @staticmethod
+    def _caller(
+        bound: dict[str, Any], manager_for: Callable[[str], CallbackManager | None]
+    ) -> Callable[[Expert, list[BaseMessage]], BaseMessage]:
+        """One expert call with the request's bindings, traced as ``expert:<name>``."""
 
-        def call(expert: Expert) -> BaseMessage:
+        def call(expert: Expert, messages: list[BaseMessage]) -> BaseMessage:
             model, call_kwargs = expert.bind_request(bound)
             prepared = expert.prepare(messages)
-            run = expert_run(child_manager(run_manager, f"expert:{expert.name}"), expert, prepared)
+            run = expert_run(manager_for(f"expert:{expert.name}"), expert, prepared)
             try:
                 answer = model.invoke(prepared, UNTRACED, **call_kwargs)
             except BaseException as exc:
@@ -524,8 +532,42 @@ class HerdRouter(BaseChatModel):
                 run.on_chain_end({"output": answer})
             return answer
 
+        return call
+
+    @staticmethod
+    def _acaller(
+        bound: dict[str, Any], manager_for: Callable[[str], AsyncCallbackManager | None]
+    ) -> Callable[[Expert, list[BaseMessage]], Awaitable[BaseMessage]]:
+        """Async ``_caller``."""
+
+        async def call(expert: Expert, messages: list[BaseMessage]) -> BaseMessage:
+            model, call_kwargs = expert.bind_request(bound)
+            prepared = expert.prepare(messages)
+            run = await aexpert_run(manager_for(f"expert:{expert.name}"), expert, prepared)
+            try:
+                answer = await model.ainvoke(prepared, UNTRACED, **call_kwargs)
+            except BaseException as exc:
+                if run is not None:
+                    await run.on_chain_error(exc)
+                raise
+            if run is not None:
+                await run.on_chain_end({"output": answer})
+            return answer
+
+        return call
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request, bound = self._request(messages, stop, kwargs)
+        decision = self.engine.decide(request)
+        call = self._caller(bound, lambda tag: child_manager(run_manager, tag))
         try:
-            answer = self.engine.invoke(decision, call)
+            answer = self.engine.invoke(decision, messages, call)
         finally:
             self._announce(decision, child_manager(run_manager, "herd"))
         self.engine.remember(decision, request.thread_id, tool_call_ids(answer))
@@ -541,24 +583,9 @@ class HerdRouter(BaseChatModel):
         request, bound = self._request(messages, stop, kwargs)
         # Off the event loop: an encoder classifier takes tens of ms per query on a CPU.
         decision = await asyncio.to_thread(self.engine.decide, request)
-
-        async def call(expert: Expert) -> BaseMessage:
-            model, call_kwargs = expert.bind_request(bound)
-            prepared = expert.prepare(messages)
-            manager = achild_manager(run_manager, f"expert:{expert.name}")
-            run = await aexpert_run(manager, expert, prepared)
-            try:
-                answer = await model.ainvoke(prepared, UNTRACED, **call_kwargs)
-            except BaseException as exc:
-                if run is not None:
-                    await run.on_chain_error(exc)
-                raise
-            if run is not None:
-                await run.on_chain_end({"output": answer})
-            return answer
-
+        call = self._acaller(bound, lambda tag: achild_manager(run_manager, tag))
         try:
-            answer = await self.engine.ainvoke(decision, call)
+            answer = await self.engine.ainvoke(decision, messages, call)
         finally:
             await self._aannounce(decision, achild_manager(run_manager, "herd"))
         self.engine.remember(decision, request.thread_id, tool_call_ids(answer))
@@ -580,19 +607,22 @@ class HerdRouter(BaseChatModel):
         request, bound = self._request(messages, stop, kwargs)
         decision = self.engine.decide(request)
 
-        def call(expert: Expert) -> Iterator[BaseMessage]:
+        def manager_for(tag: str) -> CallbackManager | None:
+            manager: CallbackManager | None = child_manager(run_manager, tag)
+            return manager or stream_child_manager(run, tag, CallbackManager)
+
+        def stream(expert: Expert, sent: list[BaseMessage]) -> Iterator[BaseMessage]:
             model, call_kwargs = expert.bind_request(bound)
-            tag = f"expert:{expert.name}"
-            manager = child_manager(run_manager, tag) or stream_child_manager(
-                run, tag, CallbackManager
-            )
-            prepared = expert.prepare(messages)
+            prepared = expert.prepare(sent)
             chunks = model.stream(prepared, UNTRACED, **call_kwargs)
+            manager = manager_for(f"expert:{expert.name}")
             return traced_stream(expert_run(manager, expert, prepared), chunks)
 
+        call = self._caller(bound, manager_for)
         calls: list[str] = []
         try:
-            for index, message in enumerate(self.engine.stream(decision, call)):
+            chunks = self.engine.stream(decision, messages, stream, call)
+            for index, message in enumerate(chunks):
                 if index == 0:
                     message = self._mark_streaming(message, decision)
                 calls.extend(tool_call_ids(message))
@@ -619,20 +649,21 @@ class HerdRouter(BaseChatModel):
         request, bound = self._request(messages, stop, kwargs)
         decision = await asyncio.to_thread(self.engine.decide, request)
 
-        def call(expert: Expert) -> AsyncIterator[BaseMessage]:
-            model, call_kwargs = expert.bind_request(bound)
-            tag = f"expert:{expert.name}"
-            manager = achild_manager(run_manager, tag) or stream_child_manager(
-                run, tag, AsyncCallbackManager
-            )
-            prepared = expert.prepare(messages)
-            chunks = model.astream(prepared, UNTRACED, **call_kwargs)
-            return atraced_stream(manager, expert, prepared, chunks)
+        def manager_for(tag: str) -> AsyncCallbackManager | None:
+            manager: AsyncCallbackManager | None = achild_manager(run_manager, tag)
+            return manager or stream_child_manager(run, tag, AsyncCallbackManager)
 
+        def stream(expert: Expert, sent: list[BaseMessage]) -> AsyncIterator[BaseMessage]:
+            model, call_kwargs = expert.bind_request(bound)
+            prepared = expert.prepare(sent)
+            chunks = model.astream(prepared, UNTRACED, **call_kwargs)
+            return atraced_stream(manager_for(f"expert:{expert.name}"), expert, prepared, chunks)
+
+        call = self._acaller(bound, manager_for)
         calls: list[str] = []
         try:
             first = True
-            async for message in self.engine.astream(decision, call):
+            async for message in self.engine.astream(decision, messages, stream, call):
                 if first:
                     message, first = self._mark_streaming(message, decision), False
                 calls.extend(tool_call_ids(message))

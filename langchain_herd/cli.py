@@ -13,7 +13,8 @@ CONFIG is a herd config YAML file or ``bundled:<name>``, one shipped with the pa
 - ``herd compose CONFIG [-o FILE] [--kubernetes] [--replicas N]``: a docker-compose file (or
   Kubernetes manifests) for the config's ``deploy`` servers, the router and Redis.
 - ``herd demo``: start the embedded local herd, route a sample of MMLU questions, and print
-  a table and a summary.
+  a table and a summary. ``herd demo --replay``: a REPLAY of six real models' recorded
+  MMLU-Pro answers, served by the local replay server: routed, voted and cascaded.
 - ``herd label CONFIG DATASET --out DIR``: run a dataset through every expert and score
   the answers into a correctness table (router ground truth).
 - ``herd train TABLE --mode correctness|category --backend tfidf|embedding|finetune``:
@@ -400,9 +401,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONFIG,
         help=f"{_config_help()}; default {DEFAULT_CONFIG}",
     )
-    demo.add_argument("-n", "--questions", type=int, default=24)
+    demo.add_argument(
+        "-n", "--questions", type=int, default=None, help="questions (default 24; --replay 200)"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, default=None, help="write rows and summary as JSON")
+    replay = demo.add_argument_group("replay (recorded answers of real models; no model runs)")
+    replay.add_argument(
+        "--replay",
+        action="store_true",
+        help="REPLAY a herd of six real models (Llama-3.1 8B/70B Instruct, Mistral, Qwen, gemma, "
+        "Phi-3) from their recorded MMLU-Pro answers: train a router, a cascade and a learned "
+        "vote, then route, vote and cascade held-out questions over HTTP",
+    )
+    replay.add_argument(
+        "--budget",
+        type=float,
+        default=0.6,
+        help="cost budget per query of the cost policy and the cascade, as a share of the "
+        "strong model's cost (default 0.6)",
+    )
+    replay.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the trained router, scorers and herd configs here",
+    )
+    replay.add_argument(
+        "--max-train-rows",
+        type=int,
+        default=None,
+        help="train on at most this many training questions (quicker; default all)",
+    )
     return parser
 
 
@@ -428,7 +458,19 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "calibrate":
             return cmd_calibrate(args)
-        run_demo(args.config, args.questions, args.seed, args.out)
+        if args.replay:
+            from langchain_herd.replay_demo import run_replay_demo
+
+            run_replay_demo(
+                args.questions or 200,
+                args.seed,
+                args.out,
+                budget_share=args.budget,
+                workdir=args.workdir,
+                max_train_rows=args.max_train_rows,
+            )
+            return 0
+        run_demo(args.config, args.questions or 24, args.seed, args.out)
         return 0
     except HerdError as exc:
         print(f"herd: {exc}", file=sys.stderr)

@@ -232,6 +232,93 @@ class RouterConfig(_Strict):
     terse follow-up stays with the expert of the conversation's topic)."""
     sticky: StickyConfig = Field(default_factory=StickyConfig)
     """Sticky routes for conversation threads."""
+    ensemble: EnsembleConfig | None = None
+    """Answer with several experts (cascade, vote, mixture-of-agents); unset: one expert."""
+
+
+class EnsembleConfig(_Strict):
+    """Use several experts' answers for one query: an escalation cascade, a vote or a
+    mixture-of-agents (see ``langchain_herd.ensembles``). Unset: route to one expert.
+
+    Requests that bind tools or structured output, pin an expert or continue a tool loop
+    are routed to one expert as usual (the decision notes why)."""
+
+    kind: Literal["cascade", "vote", "moa"]
+    """``cascade``: call a tier concurrently, keep its answer when the scorer trusts it,
+    else escalate to the next tier. ``vote``: several experts answer, one answer wins.
+    ``moa``: proposers answer, an aggregator writes the final answer from theirs."""
+    tiers: list[list[str]] = Field(default_factory=list)
+    """For ``cascade``: experts per tier, cheapest tier first; a tier's first expert is its
+    main one (the weak model), the rest its helpers. Unset: taken from the ``scorer``."""
+    keep: Literal["first", "vote"] = "first"
+    """For ``cascade``: the answer a tier keeps, its first expert's or the tier's vote."""
+    scorer: str | None = None
+    """For ``cascade`` (required) and ``vote`` with ``method: learned``: the artifact
+    ``herd train --kind cascade|learned-vote`` wrote. Relative paths resolve against the
+    config file's folder."""
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    """For ``cascade``: escalate when the scorer's escalation score exceeds this."""
+    escalate_share: float | None = Field(default=None, ge=0, le=1)
+    """For ``cascade``: instead of ``threshold``, the share of queries to escalate (read from
+    the scorer's calibration on its training rows)."""
+    budget: float | None = Field(default=None, gt=0)
+    """For ``cascade``: instead of ``threshold``, an average cost per query (expert
+    ``cost`` units, every call counted) to stay within, from the scorer's calibration."""
+    agreement: Literal["letters", "exact", "embedding", "judge"] = "letters"
+    """How two answers are compared: the option letters of multiple-choice answers,
+    normalised exact match, cosine similarity of MiniLM embeddings, or an LLM judge."""
+    agreement_encoder: str | None = None
+    """For ``embedding``: a sentence-transformers folder (default: the local MiniLM)."""
+    judge_expert: str | None = None
+    """For ``judge``: the expert asked whether two answers agree."""
+    members: list[str] = Field(default_factory=list)
+    """For ``vote``: the voters; unset, the top ``k`` experts of the router's ranking."""
+    k: int = Field(default=3, ge=1)
+    """For ``vote`` (voters) and ``moa`` (proposers) when not listed."""
+    method: Literal["majority", "weighted", "learned"] = "majority"
+    """For ``vote``: one vote each; weighted by ``weights``; or the learned vote (``scorer``)."""
+    weights: dict[str, float] = Field(default_factory=dict)
+    """For ``weighted``: each voter's weight (e.g. its accuracy); unset experts weigh 1."""
+    proposers: list[str] = Field(default_factory=list)
+    """For ``moa``: the experts that propose answers; unset, the top ``k`` of the ranking."""
+    aggregator: str | None = None
+    """For ``moa``: the expert that writes the final answer; unset, the top-ranked one."""
+    layers: int = Field(default=1, ge=1, le=4)
+    """For ``moa``: proposal rounds; each later round sees the previous round's answers."""
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> EnsembleConfig:
+        if self.kind == "cascade" and not self.scorer:
+            raise ValueError(
+                "ensemble kind cascade needs `scorer`: the artifact of "
+                "`herd train --kind cascade` (it holds the tiers and the escalation score)"
+            )
+        if self.kind == "vote" and self.method == "learned" and not self.scorer:
+            raise ValueError(
+                "ensemble vote with method learned needs `scorer`: the artifact of "
+                "`herd train --kind learned-vote`"
+            )
+        chosen = [
+            name
+            for name, value in (
+                ("threshold", self.threshold),
+                ("escalate_share", self.escalate_share),
+                ("budget", self.budget),
+            )
+            if value is not None
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"give at most one of threshold, escalate_share, budget; got {chosen}")
+        if self.agreement == "judge" and not self.judge_expert:
+            raise ValueError("agreement judge needs `judge_expert`: the expert that judges")
+        return self
+
+    def experts_named(self) -> list[str]:
+        """Every expert name this section mentions (checked against the herd)."""
+        names = [n for tier in self.tiers for n in tier] + self.members + self.proposers
+        names += list(self.weights)
+        names += [n for n in (self.aggregator, self.judge_expert) if n]
+        return names
 
 
 class BreakerConfig(_Strict):
@@ -295,7 +382,9 @@ class LocalServerConfig(_Strict):
     name: str
     """Name used in logs."""
     model: str = "smollm2"
-    """``smollm2``, ``tiny``, a HF model folder, or a ``.gguf`` file."""
+    """``smollm2``, ``tiny``, a HF model folder, a ``.gguf`` file, or ``replay[:M1,M2]``:
+    recorded answers of real models, no model loaded (``herd serve --replay``; give it
+    ``max_input_tokens: 8192`` so every recorded prompt fits)."""
     model_id: str | None = None
     """The model id the server reports (``/info``, ``/v1/models``, replies); default the
     model's own (``HuggingFaceTB/SmolLM2-135M-Instruct`` for ``smollm2``)."""
@@ -382,6 +471,12 @@ class HerdConfig(_Strict):
             raise ValueError(
                 f"router.policy.strong_expert {strong!r} is not an expert; choose one of {names}"
             )
+        if self.router.ensemble is not None:
+            unknown = [n for n in self.router.ensemble.experts_named() if n not in known]
+            if unknown:
+                raise ValueError(
+                    f"router.ensemble names unknown experts {sorted(set(unknown))}; known: {names}"
+                )
         claimed = [name for auth in self.auth for name in auth.experts]
         twice = sorted({name for name in claimed if claimed.count(name) > 1})
         if twice:

@@ -31,6 +31,38 @@ class Attempt(BaseModel):
     """HTTP status of the failure, when there was one."""
 
 
+class EnsembleCall(BaseModel):
+    """One expert's part in an ensemble answer (cascade tier, voter, proposer, aggregator)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expert: str
+    """The expert that answered (after any fallback within its slot)."""
+    role: str
+    """Its part: ``tier 1``, ``tier 2``, ``voter``, ``proposer (layer 1)``, ``aggregator``."""
+    ok: bool
+    """Whether it produced a usable answer."""
+    answer: str | None = None
+    """Its answer text (cut to ``ANSWER_CHARS`` characters), when it gave one."""
+    extracted: str | None = None
+    """What the agreement measure read from it (the option letter, the normalised text);
+    None when nothing could be read (counts as no vote)."""
+    cost: float = 0.0
+    """The expert's configured ``cost`` for this call (paid whether or not it is kept)."""
+    input_tokens: int | None = None
+    """Prompt tokens the expert reported, when it did."""
+    output_tokens: int | None = None
+    """Generated tokens the expert reported, when it did."""
+    latency_ms: float = 0.0
+    """Wall time of the call."""
+    error: str | None = None
+    """Why it gave no answer, when it did not."""
+
+
+ANSWER_CHARS = 2000
+"""Longest answer text kept per ensemble call in a decision (decisions go into logs)."""
+
+
 class RouteDecision(BaseModel):
     """Scores, ranking and every attempt for one request.
 
@@ -75,6 +107,18 @@ class RouteDecision(BaseModel):
     name it before the stream ends, e.g. in an HTTP response header)."""
     answered_by: str | None = None
     """The expert whose answer was returned, once there is one."""
+    strategy: str | None = None
+    """``cascade``, ``vote`` or ``moa`` when several experts answered this query; None for
+    one routed expert."""
+    calls: list[EnsembleCall] = Field(default_factory=list)
+    """Every ensemble call with its answer, extracted answer, cost and tokens, in order."""
+    verdict: str | None = None
+    """Why the ensemble's answer is the one returned: kept (and on what score) or escalated,
+    which answer won the vote and by how much, or what the aggregator saw."""
+    ensemble_scores: dict[str, float] = Field(default_factory=dict)
+    """The ensemble's numbers: the escalation score and threshold per tier, vote tallies."""
+    total_cost: float | None = None
+    """Summed ``cost`` of every call this query paid for (ensembles)."""
 
     @property
     def chosen(self) -> str | None:

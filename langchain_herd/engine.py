@@ -4,6 +4,11 @@ It knows nothing of how it is called. The surfaces over it (the ``HerdRouter`` c
 the agent middleware, an HTTP endpoint) hand it the messages and a way to call one expert;
 the engine decides who is called, in what order, and records every step in a
 ``RouteDecision``. There is no other copy of the fallback loop.
+
+With an ``Ensemble`` (a cascade, vote or mixture-of-agents from ``langchain_herd.ensembles``),
+``decide`` sets ``decision.strategy`` and the engine hands such decisions to it; the ensemble
+makes each of its calls through ``admit``, ``attempt`` and ``stream_from`` here, so breakers,
+fallbacks and the attempts trail apply to every one.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 
@@ -39,6 +44,15 @@ from langchain_herd.sessions import InMemorySessions, SessionStore
 
 DECISION_KEY = "herd"
 """Key of the decision in an answer's ``response_metadata``."""
+
+ExpertCall = Callable[[Expert, list[BaseMessage]], BaseMessage]
+"""Calls one expert with the messages to send (before its system prompt) for its answer."""
+AsyncExpertCall = Callable[[Expert, list[BaseMessage]], Awaitable[BaseMessage]]
+"""``ExpertCall`` for async paths."""
+ExpertStream = Callable[[Expert, list[BaseMessage]], Iterator[BaseMessage]]
+"""Streams one expert's answer to the messages."""
+AsyncExpertStream = Callable[[Expert, list[BaseMessage]], AsyncIterator[BaseMessage]]
+"""``ExpertStream`` for async paths."""
 
 #: Failure kinds caused by the request itself (too long, a feature this expert lacks, a
 #: bad parameter): another expert may take it, but they say nothing of the expert's health.
@@ -66,6 +80,62 @@ class RouteRequest:
     max_new_tokens: int | None = None
     """The call's answer length (``max_tokens``), which a total token limit must leave room
     for; None: each expert's configured ``max_new_tokens``."""
+
+
+class Ensemble(Protocol):
+    """Answers one query with several experts (``langchain_herd.ensembles``).
+
+    The engine hands it a decision for which ``decide`` chose it (``decision.strategy``); it
+    makes every call through the engine's ``admit``, ``attempt`` and ``stream_from``, so
+    breakers, fallbacks and the decision trail apply to each one.
+    """
+
+    kind: str
+    """``cascade``, ``vote`` or ``moa``: what ``decision.strategy`` says."""
+
+    def invoke(
+        self,
+        engine: HerdEngine,
+        decision: RouteDecision,
+        messages: list[BaseMessage],
+        call: ExpertCall,
+    ) -> BaseMessage: ...
+
+    async def ainvoke(
+        self,
+        engine: HerdEngine,
+        decision: RouteDecision,
+        messages: list[BaseMessage],
+        call: AsyncExpertCall,
+    ) -> BaseMessage: ...
+
+    def stream(
+        self,
+        engine: HerdEngine,
+        decision: RouteDecision,
+        messages: list[BaseMessage],
+        call: ExpertCall,
+        stream: ExpertStream,
+    ) -> Iterator[AIMessageChunk]: ...
+
+    def astream(
+        self,
+        engine: HerdEngine,
+        decision: RouteDecision,
+        messages: list[BaseMessage],
+        call: AsyncExpertCall,
+        stream: AsyncExpertStream,
+    ) -> AsyncIterator[AIMessageChunk]: ...
+
+
+@dataclass
+class Outcome:
+    """One expert call's result: its answer, or the failure the engine may fall back on."""
+
+    expert: str
+    answer: BaseMessage | None
+    failure: Failure | None
+    latency_ms: float
 
 
 def has_answer(message: BaseMessage) -> bool:
@@ -123,14 +193,14 @@ class _Trial:
         self.started = time.perf_counter()
         self.settled = False
 
-    def _elapsed_ms(self) -> float:
+    def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
     def succeeded(self) -> None:
         self.settled = True
         self.engine.breakers[self.name].record_success()
         self.decision.attempts.append(
-            Attempt(expert=self.name, ok=True, latency_ms=self._elapsed_ms())
+            Attempt(expert=self.name, ok=True, latency_ms=self.elapsed_ms())
         )
         self.decision.answered_by = self.name
 
@@ -145,7 +215,7 @@ class _Trial:
             Attempt(
                 expert=self.name,
                 ok=False,
-                latency_ms=self._elapsed_ms(),
+                latency_ms=self.elapsed_ms(),
                 failure=recorded.kind,
                 error=recorded.message,
                 status_code=recorded.status_code,
@@ -174,8 +244,11 @@ class HerdEngine:
         .. code-block:: python
 
             engine = HerdEngine([Expert("a", chat_a), Expert("b", chat_b)], classifier)
-            decision = engine.decide(RouteRequest([HumanMessage("2 + 2?")]))
-            answer = engine.invoke(decision, lambda expert: expert.model.invoke("2 + 2?"))
+            request = RouteRequest([HumanMessage("2 + 2?")])
+            decision = engine.decide(request)
+            answer = engine.invoke(
+                decision, request.messages, lambda expert, messages: expert.model.invoke(messages)
+            )
     """
 
     def __init__(
@@ -194,6 +267,7 @@ class HerdEngine:
         sessions: SessionStore | None = None,
         breaker_factory: Callable[[str], Breaker] | None = None,
         name: str = "herd",
+        ensemble: Ensemble | None = None,
     ) -> None:
         """Build the engine.
 
@@ -214,6 +288,8 @@ class HerdEngine:
                 replicas); default an in-process ``CircuitBreaker`` with the threshold and
                 cooldown above.
             name: the herd's name in traces.
+            ensemble: answer with several experts (a cascade, vote or mixture-of-agents from
+                ``langchain_herd.ensembles``); None routes each query to one expert.
         """
         if not experts:
             raise ConfigError("a herd needs at least one expert")
@@ -243,6 +319,7 @@ class HerdEngine:
         self.name = name
         self.label_experts = self._map_labels()
         self.context = ContextGuard(self.experts)
+        self.ensemble = ensemble
 
     def _map_labels(self) -> dict[str, list[str]]:
         if getattr(self.classifier, "mode", None) == "correctness":
@@ -313,7 +390,26 @@ class HerdEngine:
             decision.ranking = [request.pin]
         else:
             self._apply_sticky(decision, request)
+        self._apply_ensemble(decision, request)
         return decision
+
+    def _apply_ensemble(self, decision: RouteDecision, request: RouteRequest) -> None:
+        if self.ensemble is None:
+            return
+        why = None
+        if request.needs.tools or request.needs.structured:
+            why = f"the request needs {', '.join(decision.requirements)}"
+        elif request.pin is not None:
+            why = f"expert {request.pin!r} is pinned"
+        elif decision.sticky is not None and decision.sticky.startswith("tool loop"):
+            why = "the request continues a tool loop"
+        elif request.model is not None:
+            why = f"the request asks for model {request.model!r}"
+        if why is None:
+            decision.strategy = self.ensemble.kind
+        else:
+            # One expert must own a tool loop or a schema: several answers cannot be merged.
+            decision.notes["ensemble"] = f"{self.ensemble.kind} not used: {why}; one expert routed"
 
     def query_of(self, messages: Sequence[BaseMessage]) -> str:
         """The text the classifier reads from these messages."""
@@ -397,88 +493,149 @@ class HerdEngine:
         if thread_id is not None and not decision.pinned:
             self.sessions.set(thread_id, expert)
 
-    def candidates(self, decision: RouteDecision) -> Iterator[str]:
-        """Experts to try, in order, skipping open breakers (recorded in the decision)."""
+    def candidates(
+        self, decision: RouteDecision, names: Iterable[str] | None = None
+    ) -> Iterator[str]:
+        """Experts to try, in order (default: the ranking), at most ``max_attempts`` of them,
+        skipping open breakers (recorded in the decision)."""
         tried = 0
-        for name in decision.ranking:
+        for name in decision.ranking if names is None else names:
             if tried >= self.max_attempts:
                 return
-            breaker = self.breakers[name]
-            if not breaker.allow():
-                status = breaker.status()
-                decision.skipped[name] = (
-                    f"circuit open after {status.consecutive_failures} consecutive failures; "
-                    f"next probe in {status.retry_in_s:.1f}s"
-                )
+            if not self.admit(decision, name):
                 continue
             tried += 1
             yield name
 
+    def admit(self, decision: RouteDecision, name: str) -> bool:
+        """Whether ``name``'s breaker lets a call through; if not, the skip is recorded."""
+        breaker = self.breakers[name]
+        if breaker.allow():
+            return True
+        status = breaker.status()
+        decision.skipped[name] = (
+            f"circuit open after {status.consecutive_failures} consecutive failures; "
+            f"next probe in {status.retry_in_s:.1f}s"
+        )
+        return False
+
     # -- attempts -----------------------------------------------------------------------
 
-    def invoke(self, decision: RouteDecision, call: Callable[[Expert], BaseMessage]) -> BaseMessage:
-        """Call experts in ranked order until one answers.
+    def invoke(
+        self, decision: RouteDecision, messages: list[BaseMessage], call: ExpertCall
+    ) -> BaseMessage:
+        """Call experts in ranked order until one answers (or run the decision's ensemble).
 
         Args:
             decision: from ``decide``; every attempt is recorded in it.
-            call: calls one expert and returns its message.
+            messages: the conversation to answer.
+            call: calls one expert with the messages to send and returns its message.
 
         Raises:
             AllExpertsFailedError: every candidate failed with a failure that falls back.
         """
+        if decision.strategy is not None and self.ensemble is not None:
+            return self.ensemble.invoke(self, decision, messages, call)
         for name in self.candidates(decision):
-            trial = _Trial(self, decision, name)
-            try:
-                answer = call(self.experts[name])
-                if not has_answer(answer):
-                    raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
-            except Exception as exc:
-                if trial.failed(exc) is None:
-                    raise
-                continue
-            else:
-                trial.succeeded()
-                return answer
-            finally:
-                trial.abandon()
+            outcome = self.attempt(decision, name, messages, call)
+            if outcome.answer is not None:
+                return outcome.answer
         raise AllExpertsFailedError(decision)
 
     async def ainvoke(
-        self, decision: RouteDecision, call: Callable[[Expert], Awaitable[BaseMessage]]
+        self, decision: RouteDecision, messages: list[BaseMessage], call: AsyncExpertCall
     ) -> BaseMessage:
         """Async ``invoke``, with each expert's whole-request deadline enforced."""
+        if decision.strategy is not None and self.ensemble is not None:
+            return await self.ensemble.ainvoke(self, decision, messages, call)
         for name in self.candidates(decision):
-            expert = self.experts[name]
-            trial = _Trial(self, decision, name)
-            try:
-                answer = await Deadline(expert.timeout_s).wait(call(expert))
-                if not has_answer(answer):
-                    raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
-            except Exception as exc:
-                if trial.failed(exc) is None:
-                    raise
-                continue
-            else:
-                trial.succeeded()
-                return answer
-            finally:
-                trial.abandon()
+            outcome = await self.aattempt(decision, name, messages, call)
+            if outcome.answer is not None:
+                return outcome.answer
         raise AllExpertsFailedError(decision)
 
+    def attempt(
+        self, decision: RouteDecision, name: str, messages: list[BaseMessage], call: ExpertCall
+    ) -> Outcome:
+        """One call of one admitted expert, with its breaker and decision bookkeeping.
+
+        Returns:
+            The answer, or the failure when it is one the engine falls back on.
+
+        Raises:
+            Exception: the expert's own exception when it is not one to fall back on.
+        """
+        trial = _Trial(self, decision, name)
+        try:
+            answer = call(self.experts[name], messages)
+            if not has_answer(answer):
+                raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
+        except Exception as exc:
+            failure = trial.failed(exc)
+            if failure is None:
+                raise
+            return Outcome(name, None, failure, trial.elapsed_ms())
+        finally:
+            trial.abandon()
+        trial.succeeded()
+        return Outcome(name, answer, None, trial.elapsed_ms())
+
+    async def aattempt(
+        self,
+        decision: RouteDecision,
+        name: str,
+        messages: list[BaseMessage],
+        call: AsyncExpertCall,
+    ) -> Outcome:
+        """Async ``attempt``, within the expert's whole-request deadline."""
+        expert = self.experts[name]
+        trial = _Trial(self, decision, name)
+        try:
+            answer = await Deadline(expert.timeout_s).wait(call(expert, messages))
+            if not has_answer(answer):
+                raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
+        except Exception as exc:
+            failure = trial.failed(exc)
+            if failure is None:
+                raise
+            return Outcome(name, None, failure, trial.elapsed_ms())
+        finally:
+            trial.abandon()
+        trial.succeeded()
+        return Outcome(name, answer, None, trial.elapsed_ms())
+
     def stream(
-        self, decision: RouteDecision, call: Callable[[Expert], Iterator[BaseMessage]]
+        self,
+        decision: RouteDecision,
+        messages: list[BaseMessage],
+        stream: ExpertStream,
+        call: ExpertCall,
     ) -> Iterator[AIMessageChunk]:
         """Stream the first expert that starts answering; fall back only before its first token.
 
         A stream that breaks after tokens were sent raises ``StreamInterruptedError`` stating
         what was sent. Chunks pass through unchanged except their ``chunk_position``: the
-        surface marks its own last chunk.
+        surface marks its own last chunk. An ensemble makes its earlier calls with ``call``
+        and streams its final answer once it is decided.
         """
-        for name in self.candidates(decision):
-            opened = self._open_stream(name, decision, call)
+        if decision.strategy is not None and self.ensemble is not None:
+            yield from self.ensemble.stream(self, decision, messages, call, stream)
+            return
+        yield from self.stream_from(decision, None, messages, stream)
+
+    def stream_from(
+        self,
+        decision: RouteDecision,
+        names: Iterable[str] | None,
+        messages: list[BaseMessage],
+        stream: ExpertStream,
+    ) -> Iterator[AIMessageChunk]:
+        """``stream`` over these experts in order (default: the ranking), without ensembles."""
+        for name in self.candidates(decision, names):
+            opened = self._open_stream(name, decision, messages, stream)
             if opened is not None:
-                trial, stream, held = opened
-                yield from self._rest_of_stream(trial, stream, held)
+                trial, chunks, held = opened
+                yield from self._rest_of_stream(trial, chunks, held)
                 return
         raise AllExpertsFailedError(decision)
 
@@ -486,13 +643,14 @@ class HerdEngine:
         self,
         name: str,
         decision: RouteDecision,
-        call: Callable[[Expert], Iterator[BaseMessage]],
+        messages: list[BaseMessage],
+        call: ExpertStream,
     ) -> tuple[_Trial, Iterator[BaseMessage], list[BaseMessage]] | None:
         trial = _Trial(self, decision, name)
         held: list[BaseMessage] = []
         stream: Iterator[BaseMessage] = iter(())
         try:
-            stream = iter(call(self.experts[name]))
+            stream = iter(call(self.experts[name], messages))
             for chunk in stream:
                 held.append(chunk)
                 if has_answer(chunk):
@@ -528,14 +686,35 @@ class HerdEngine:
     async def astream(
         self,
         decision: RouteDecision,
-        call: Callable[[Expert], AsyncIterator[BaseMessage]],
+        messages: list[BaseMessage],
+        stream: AsyncExpertStream,
+        call: AsyncExpertCall,
     ) -> AsyncIterator[AIMessageChunk]:
         """Async ``stream``: same fallback rules, with each expert's deadline enforced."""
-        for name in self.candidates(decision):
-            opened = await self._aopen_stream(name, decision, call)
+        chunks = (
+            self.ensemble.astream(self, decision, messages, call, stream)
+            if decision.strategy is not None and self.ensemble is not None
+            else self.astream_from(decision, None, messages, stream)
+        )
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await _aclose(chunks)
+
+    async def astream_from(
+        self,
+        decision: RouteDecision,
+        names: Iterable[str] | None,
+        messages: list[BaseMessage],
+        stream: AsyncExpertStream,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """``astream`` over these experts in order (default: the ranking), without ensembles."""
+        for name in self.candidates(decision, names):
+            opened = await self._aopen_stream(name, decision, messages, stream)
             if opened is not None:
-                trial, stream, held, deadline = opened
-                async for chunk in self._arest_of_stream(trial, stream, held, deadline):
+                trial, chunks, held, deadline = opened
+                async for chunk in self._arest_of_stream(trial, chunks, held, deadline):
                     yield chunk
                 return
         raise AllExpertsFailedError(decision)
@@ -544,7 +723,8 @@ class HerdEngine:
         self,
         name: str,
         decision: RouteDecision,
-        call: Callable[[Expert], AsyncIterator[BaseMessage]],
+        messages: list[BaseMessage],
+        call: AsyncExpertStream,
     ) -> tuple[_Trial, AsyncIterator[BaseMessage], list[BaseMessage], Deadline] | None:
         expert = self.experts[name]
         trial = _Trial(self, decision, name)
@@ -552,7 +732,7 @@ class HerdEngine:
         deadline = Deadline(expert.timeout_s)
         stream: AsyncIterator[BaseMessage] = _no_chunks()
         try:
-            stream = call(expert)
+            stream = call(expert, messages)
             while True:
                 try:
                     chunk = await deadline.wait(stream.__anext__())

@@ -1,7 +1,9 @@
 """Correctness tables: one row per question, one 0/1 (or [0, 1]) column per expert model.
 
 A correctness table is what a labeling run over a herd produces and what a router is
-trained and evaluated on (see ``herd label`` and ``herd train``). Its shape:
+trained and evaluated on (see ``herd label`` and ``herd train``); its companion, the answers
+table (:func:`read_answers_table`), holds what each model answered. A correctness table's
+shape:
 
 - ``prompt``: the question as the models saw it (the column name can be changed);
 - metadata columns such as ``id``, ``dataset``, ``split``, ``subject``, ``group``,
@@ -38,9 +40,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METADATA_COLUMNS",
+    "AnswersTable",
     "CorrectnessTable",
     "TableError",
     "TableSplit",
+    "read_answers_table",
     "read_correctness_table",
 ]
 
@@ -396,3 +400,206 @@ def _row_names(frame: pd.DataFrame, mask: npt.NDArray[np.bool_], id_column: str)
     if id_column in frame.columns:
         return [f"{id_column}={frame[id_column].iloc[i]!r}" for i in rows]
     return [f"row {i}" for i in rows]
+
+
+# ---------------------------------------------------------------- answers tables
+
+#: Above this share of multiple-choice cells where a model's letter and its 0/1 disagree
+#: (letter == gold vs correct), the two tables are taken to be from different runs. A judge
+#: that grades letters differently from exact match stays far below it.
+_MISMATCH_LIMIT = 0.2
+_MISMATCH_MIN_CELLS = 20
+
+
+@dataclass(frozen=True)
+class AnswersTable:
+    """An answers table: per question (``id``), what each model answered.
+
+    The companion of a correctness table, written by ``herd label`` as ``answers.parquet``
+    (the shape of the shared ``mmlu_pro_predictions.parquet``): an ``id`` column, optional
+    row columns (those of :data:`METADATA_COLUMNS`), and one text column per model holding
+    the option letter it chose (multiple choice) or its reply (open-ended), missing where it
+    gave none. Read one with :func:`read_answers_table`; line it up with a correctness table
+    with :meth:`aligned`.
+
+    Example:
+        >>> answers = read_answers_table("answers.parquet")  # doctest: +SKIP
+        >>> table = read_correctness_table("correctness.parquet")  # doctest: +SKIP
+        >>> answers.aligned(table).shape  # doctest: +SKIP
+        (1000, 3)
+    """
+
+    frame: pd.DataFrame
+    """All rows and columns; model columns as text with missing values for "no answer"."""
+    model_columns: list[str]
+    """The model (expert) columns, in file order."""
+    source: str = "<memory>"
+    """Where the table came from (a path), for messages."""
+    id_column: str = "id"
+    """The column of question ids (unique)."""
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def aligned(
+        self,
+        table: CorrectnessTable,
+        models: Sequence[str] | None = None,
+        *,
+        check_letters: bool = True,
+    ) -> npt.NDArray[np.str_]:
+        """The answers of ``table``'s rows (matched by id), as ``(rows, models)`` text
+        (``""`` where a model gave no answer).
+
+        Args:
+            table: the correctness table (or one side of its split) to line up with.
+            models: the model columns, in this order (default: the table's model columns).
+            check_letters: refuse when a model's option letters contradict its 0/1 labels
+                (letter equal to the gold ``answer`` vs correct) in more than a fifth of the
+                multiple-choice cells: the tables are then not from the same run.
+
+        Raises:
+            TableError: the correctness table has no id column; a model has no answer
+                column; a question id of the table has no answers; letters and labels
+                contradict each other.
+        """
+        import pandas as pd
+
+        names = list(table.model_columns if models is None else models)
+        id_column = table.id_column
+        if id_column is None or id_column not in table.frame.columns:
+            raise TableError(
+                f"{table.source}: no id column; answers are matched to questions by id, so "
+                f"the correctness table needs the {self.id_column!r} column it was labeled with"
+            )
+        missing = [m for m in names if m not in self.model_columns]
+        if missing:
+            raise TableError(
+                f"{self.source}: no answer column for model(s) {missing} of {table.source}; "
+                f"its answer columns are {self.model_columns}"
+            )
+        by_id = self.frame.set_index(self.id_column)
+        ids = pd.Index(table.frame[id_column].astype("string"))
+        absent = ids.difference(by_id.index)
+        if len(absent):
+            common = len(ids) - len(absent)
+            raise TableError(
+                f"{self.source}: no answers for {len(absent)} of the {len(ids)} question ids "
+                f"of {table.source} (first: {list(absent[:3])}"
+                + (
+                    "; no id in common: the two tables are not from the same questions)"
+                    if common == 0
+                    else ")"
+                )
+                + "; use the answers table of the same labeling run (herd label writes both)"
+            )
+        picked = by_id.loc[ids, names]
+        values = picked.astype("string").fillna("").to_numpy(dtype=str)
+        if check_letters and "answer" in table.frame.columns:
+            self._check_letters(table, names, values)
+        return values
+
+    def _check_letters(
+        self, table: CorrectnessTable, names: list[str], values: npt.NDArray[np.str_]
+    ) -> None:
+        gold = table.frame["answer"].astype("string").fillna("").str.strip().to_numpy(dtype=str)
+        correct = table.correctness(names)
+        is_letter = np.char.str_len(gold) == 1
+        for j, name in enumerate(names):
+            letters = values[:, j]
+            # Only letter cells of lettered questions with a 0/1 label say anything here.
+            cells = is_letter & (np.char.str_len(letters) <= 1) & np.isin(correct[:, j], (0, 1))
+            if cells.sum() < _MISMATCH_MIN_CELLS:
+                continue
+            chose_gold = letters[cells] == gold[cells]
+            share = float(np.mean(chose_gold != (correct[cells, j] == 1)))
+            if share > _MISMATCH_LIMIT:
+                raise TableError(
+                    f"{self.source}: the letters of {name!r} contradict its 0/1 labels in "
+                    f"{table.source} on {share:.0%} of {int(cells.sum())} multiple-choice rows "
+                    f"(a letter equal to the gold answer should be a 1); the two tables are not "
+                    f"from the same run, or their columns are named differently"
+                )
+
+
+def read_answers_table(
+    path: str | Path,
+    *,
+    models: Sequence[str] | None = None,
+    id_column: str = "id",
+    metadata_columns: Sequence[str] = (),
+) -> AnswersTable:
+    """Read an answers table from parquet, CSV or JSON lines.
+
+    Args:
+        path: a ``.parquet``, ``.csv``, ``.jsonl`` or ``.json`` file.
+        models: use exactly these model columns (default: every column that is not the id
+            or a metadata column).
+        id_column: the column of question ids.
+        metadata_columns: more column names that are never models.
+
+    Raises:
+        TableError: the file is missing or unreadable, has no id column, missing or repeated
+            ids, no model column, a named model column that is missing, or 0/1 model columns
+            (a correctness table given in its place).
+    """
+    import pandas as pd
+
+    source = str(path)
+    frame = _read_frame(Path(path))
+    frame.columns = [str(c) for c in frame.columns]
+    if len(set(frame.columns)) != len(frame.columns):
+        raise TableError(f"{source}: repeated column names in {list(frame.columns)}")
+    if id_column not in frame.columns:
+        raise TableError(
+            f"{source}: no id column {id_column!r}; an answers table has one row per question "
+            f"id, like the correctness table it belongs to; columns are {list(frame.columns)}"
+        )
+    if len(frame) == 0:
+        raise TableError(f"{source}: the table has no rows")
+    ids = frame[id_column].astype("string")
+    if ids.isna().any():
+        raise TableError(f"{source}: {int(ids.isna().sum())} row(s) have no {id_column!r}")
+    repeated = ids[ids.duplicated()].unique().tolist()
+    if repeated:
+        raise TableError(
+            f"{source}: {len(repeated)} question id(s) occur more than once (first: "
+            f"{repeated[:3]}); an answers table has one row per question"
+        )
+    excluded = {*METADATA_COLUMNS, id_column, *map(str, metadata_columns)}
+    if models is None:
+        chosen = [c for c in frame.columns if c not in excluded]
+    else:
+        chosen = [str(m) for m in models]
+        absent = [m for m in chosen if m not in frame.columns]
+        if absent:
+            raise TableError(
+                f"{source}: no answer column(s) {absent}; columns are {list(frame.columns)}"
+            )
+        if len(set(chosen)) != len(chosen):
+            raise TableError(f"{source}: a model is named twice in {chosen}")
+    if not chosen:
+        raise TableError(
+            f"{source}: no model columns; an answers table needs one column per model with "
+            f"the letter (or text) it answered, besides {id_column!r} and metadata columns "
+            f"{sorted(METADATA_COLUMNS)}; columns are {list(frame.columns)}"
+        )
+    numeric = [c for c in chosen if _model_column_problem(frame[c]) is None]
+    if numeric:
+        raise TableError(
+            f"{source}: column(s) {numeric[:5]} hold 0/1 values, not answers; this looks like "
+            f"a correctness table. Give the correctness table as the table and the answers "
+            f"table (herd label's answers.parquet: one letter or text per model) as the answers"
+        )
+    frame = frame.copy()
+    frame[id_column] = ids
+    for column in chosen:
+        # Answers are compared as text: trimmed, "" and missing both mean no answer.
+        values = frame[column].astype("string").str.strip()
+        frame[column] = values.mask(values == "", pd.NA)
+    return AnswersTable(
+        frame=frame.reset_index(drop=True),
+        model_columns=chosen,
+        source=source,
+        id_column=id_column,
+    )

@@ -117,8 +117,13 @@ class RouterMetrics:
             self.expert_calls.labels(attempt.expert).inc()
             if not attempt.ok:
                 self.expert_failures.labels(attempt.expert, attempt.failure or "unknown").inc()
-        if len(decision.attempts) > 1:
-            self.failovers.inc(len(decision.attempts) - 1)
+        # An ensemble calls several experts by design: only its failed calls moved on.
+        if decision.strategy is None:
+            failovers = len(decision.attempts) - 1
+        else:
+            failovers = sum(not attempt.ok for attempt in decision.attempts)
+        if failovers > 0:
+            self.failovers.inc(failovers)
 
     def record_broken_stream(self, before: RouteDecision | None, expert: str) -> None:
         """A stream broke after its first token: the final decision never comes, so count the

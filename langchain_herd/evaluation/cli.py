@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_herd.errors import HerdError
+from langchain_herd.evaluation.ensembles import ENSEMBLES
 from langchain_herd.evaluation.routers import ROUTERS
 from langchain_herd.training.progress import PrintProgress
 
@@ -25,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
             "0/1 column per model) on held-out questions, over several seeds. Writes "
             "report.json (every figure), report.md and PNG plots to --out."
         ),
-        epilog="routers: " + ", ".join(f"{n} ({s.family})" for n, s in ROUTERS.items()),
+        epilog="routers: "
+        + ", ".join(f"{n} ({s.family})" for n, s in ROUTERS.items())
+        + "; with --predictions also: "
+        + ", ".join(f"{n} ({s.family})" for n, s in ENSEMBLES.items()),
     )
     parser.add_argument("table", help="correctness table (.parquet, .csv or .jsonl)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the report")
@@ -101,6 +105,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a FinetuneParams setting for the fine-tuning routers, e.g. max_length=256",
     )
+    ensembles = parser.add_argument_group("cascades and votes (with --predictions)")
+    ensembles.add_argument(
+        "--helpers",
+        default="auto",
+        help="a cascade's helpers: auto (chosen out-of-fold on each split's training rows "
+        "among the table's models cheaper than the strong one), none, or NAME,NAME",
+    )
+    ensembles.add_argument(
+        "--max-helpers", type=int, default=2, help="at most this many helpers with auto"
+    )
+    ensembles.add_argument(
+        "--max-tier-share",
+        type=float,
+        default=0.5,
+        help="auto helpers keep the first tier (weak + helpers) at most this share of the "
+        "strong model's cost (0 or less: no cap)",
+    )
+    ensembles.add_argument(
+        "--keep",
+        choices=("auto", "first", "vote"),
+        default="auto",
+        help="what a cascade's first tier keeps: the weak model's answer, the tier's majority "
+        "vote, or auto (the better out-of-fold)",
+    )
+    ensembles.add_argument(
+        "--helper-objective",
+        choices=("frontier", "apgr"),
+        default="frontier",
+        help="what auto helpers maximise: frontier (accuracy over average costs from the weak "
+        "to the strong model's, every call paid) or apgr (RouteLLM's, helper calls free)",
+    )
     parser.add_argument("--title", default=None, help="report title")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -109,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_eval(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Run the evaluation ``args`` describe and write the report files; return the report."""
     from langchain_herd.evaluation.data import load_eval_data, parse_where
+    from langchain_herd.evaluation.ensembles import EnsembleOptions
     from langchain_herd.evaluation.report import markdown_report, write_plots
     from langchain_herd.evaluation.run import EvalOptions, evaluate
 
@@ -146,6 +182,16 @@ def run_eval(args: argparse.Namespace, command: str) -> dict[str, Any]:
             finetune[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             finetune[key.strip()] = raw
+    if args.max_helpers < 0:
+        raise HerdError(f"--max-helpers must be >= 0, got {args.max_helpers}")
+    helpers_arg = args.helpers.strip()
+    helpers = (
+        None
+        if helpers_arg == "auto"
+        else []
+        if helpers_arg in ("none", "")
+        else [h.strip() for h in helpers_arg.split(",") if h.strip()]
+    )
     options = EvalOptions(
         seeds=list(range(args.seeds)),
         test_share=args.test_share,
@@ -155,6 +201,13 @@ def run_eval(args: argparse.Namespace, command: str) -> dict[str, Any]:
         pair=tuple(args.pair) if args.pair else None,
         encoder=args.encoder,
         finetune=finetune,
+        ensembles=EnsembleOptions(
+            helpers=helpers,
+            max_helpers=args.max_helpers,
+            objective=args.helper_objective,
+            max_tier_share=args.max_tier_share if args.max_tier_share > 0 else None,
+            keep=args.keep,
+        ),
     )
     report = evaluate(data, options, progress)
     report["command"] = command

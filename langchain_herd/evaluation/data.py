@@ -25,6 +25,7 @@ from langchain_herd.tables import CorrectnessTable, TableError, read_correctness
 __all__ = [
     "EvalData",
     "EvalSplit",
+    "ModelPool",
     "load_costs",
     "load_eval_data",
     "parse_where",
@@ -32,6 +33,26 @@ __all__ = [
 ]
 
 _GROUP_COLUMNS = ("group", "subject", "category")
+
+
+@dataclass(frozen=True)
+class ModelPool:
+    """Every model column of the table with predictions (the herd first), row-aligned with
+    the evaluation's rows: what ensembles choose helpers from (a cascade over a strong/weak
+    pair may call cheaper models outside the pair).
+
+    Example:
+        >>> data.pool.models[:2] == data.models  # doctest: +SKIP
+        True
+    """
+
+    models: list[str]
+    correct: npt.NDArray[np.float64]
+    """``(rows, models)`` correctness; NaN where a model has no result (none given: wrong)."""
+    answers: npt.NDArray[np.str_]
+    """``(rows, models)`` each model's chosen answer, "" where none."""
+    costs: dict[str, float | None]
+    """Cost per call by model (1 per call without a costs file; None: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,8 @@ class EvalData:
     answers: npt.NDArray[np.str_] | None = None
     labels: dict[str, npt.NDArray[np.str_]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    pool: ModelPool | None = None
+    """With predictions: every model column, herd or not, for ensembles' helpers."""
 
     def __len__(self) -> int:
         return len(self.correct)
@@ -226,8 +249,10 @@ def load_eval_data(
         costs = np.asarray([cost_of[m] for m in herd], dtype=np.float64)
         unit = "active params (B)"
     votes = answers = None
+    pool = None
     if predictions_path is not None:
         votes, answers = _read_votes(predictions_path, kept, herd)
+        pool = _model_pool(predictions_path, table.with_frame(frame), herd, reference, cost_of)
     labels = {
         c: frame[c].astype("string").fillna("<none>").to_numpy(dtype=str)
         for c in _GROUP_COLUMNS
@@ -258,6 +283,7 @@ def load_eval_data(
         answers=answers,
         labels=labels,
         info=info,
+        pool=pool,
     )
 
 
@@ -347,6 +373,26 @@ def _read_votes(
     votes = picked.astype("string").fillna("").apply(lambda c: c.str.strip().str.upper())
     answers = table.frame["answer"].astype("string").fillna("").str.strip().str.upper()
     return votes.to_numpy(dtype=str), answers.to_numpy(dtype=str)
+
+
+def _model_pool(
+    path: str | Path,
+    table: CorrectnessTable,
+    herd: list[str],
+    reference: str | None,
+    cost_of: dict[str, float | None] | None,
+) -> ModelPool:
+    from langchain_herd.tables import _read_frame
+
+    columns = set(_read_frame(Path(path)).columns)
+    others = [m for m in table.model_columns if m not in herd and m != reference and m in columns]
+    models = [*herd, *others]
+    return ModelPool(
+        models=models,
+        correct=table.correctness(models),
+        answers=_read_votes(path, table, models)[0],
+        costs={m: (1.0 if cost_of is None else cost_of.get(m)) for m in models},
+    )
 
 
 def finite(value: float) -> float | None:

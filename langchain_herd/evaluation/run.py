@@ -11,7 +11,7 @@ import hashlib
 import math
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,13 @@ from langchain_herd._version import __version__
 from langchain_herd.errors import ArtifactError, ConfigError
 from langchain_herd.evaluation.data import EvalData, finite, splits
 from langchain_herd.evaluation.embeddings import table_embeddings
+from langchain_herd.evaluation.ensembles import (
+    ENSEMBLES,
+    EnsembleContext,
+    EnsembleOptions,
+    run_ensemble,
+    select_ensembles,
+)
 from langchain_herd.evaluation.metrics import oracle_gap_closed
 from langchain_herd.evaluation.routers import (
     ROUTERS,
@@ -38,7 +45,18 @@ from langchain_herd.training.progress import Progress, SilentProgress
 
 __all__ = ["EvalOptions", "evaluate"]
 
-_SCALARS = ("accuracy", "cost", "oracle_gap_closed", "aiq", "ece", "apgr", "cpt50", "cpt80")
+_SCALARS = (
+    "accuracy",
+    "cost",
+    "oracle_gap_closed",
+    "aiq",
+    "ece",
+    "apgr",
+    "cpt50",
+    "cpt80",
+    "strong_share",
+    "apgr_router",
+)
 
 
 @dataclass
@@ -63,6 +81,8 @@ class EvalOptions:
     """Encoder folder for the embedding routers (default: all-MiniLM-L6-v2)."""
     finetune: dict[str, Any] = field(default_factory=dict)
     """``FinetuneParams`` fields and ``max_train_rows`` for the fine-tuning routers."""
+    ensembles: EnsembleOptions = field(default_factory=EnsembleOptions)
+    """How cascades choose their helpers (cascades and votes are named in ``routers``)."""
 
 
 def evaluate(
@@ -77,7 +97,17 @@ def evaluate(
     if not options.seeds:
         raise ConfigError("at least one seed is needed")
     pair = _pair_indices(data, options.pair)
-    names, skipped = _select_routers(data, options, pair)
+    # Cascades and votes are asked for by name like routers, and run beside them.
+    asked = list(dict.fromkeys(options.routers)) if options.routers else None
+    ensemble_names, ensemble_skipped = select_ensembles(
+        data, [n for n in asked if n in ENSEMBLES] if asked else None, pair
+    )
+    if asked:
+        options = replace(options, routers=[n for n in asked if n not in ENSEMBLES])
+    names, skipped = (
+        _select_routers(data, options, pair) if not asked or options.routers else ([], {})
+    )
+    skipped.update(ensemble_skipped)
     if any("slow" in ROUTERS[n].needs for n in names):
         _check_finetune_settings(options.finetune)
     seed_splits = splits(
@@ -97,9 +127,11 @@ def evaluate(
 
     per_router: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     baselines, votes = [], []
-    total = len(seed_splits) * len(names)
+    per_router.update({name: [] for name in ensemble_names})
+    total = len(seed_splits) * (len(names) + len(ensemble_names))
     done = 0
-    with progress.phase(f"evaluating {len(names)} routers on {len(seed_splits)} split(s)"):
+    count = len(names) + len(ensemble_names)
+    with progress.phase(f"evaluating {count} routers on {len(seed_splits)} split(s)"):
         for split in seed_splits:
             base = split_baselines(data, split)
             baselines.append(base)
@@ -132,7 +164,20 @@ def evaluate(
                     f"seed {split.seed} {name:<20} accuracy {figures['accuracy']:.4f} "
                     f"cost {figures['cost']:.2f} ({seconds:.1f}s)"
                 )
+            shared = EnsembleContext(data, split, base, pair, options.ensembles)
+            for name in ensemble_names:
+                figures = run_ensemble(name, shared)
+                per_router[name].append(figures)
+                done += 1
+                progress.update(done, total)
+                progress.note(
+                    f"seed {split.seed} {name:<20} accuracy {figures['accuracy']:.4f} "
+                    f"cost {figures['cost']:.2f} ({figures['seconds']:.1f}s)"
+                )
 
+    entries = {name: ROUTERS[name] for name in names} | {
+        name: ENSEMBLES[name] for name in ensemble_names
+    }
     return {
         "herd_version": __version__,
         "python": platform.python_version(),
@@ -153,12 +198,12 @@ def evaluate(
         "majority_vote": _summarise_votes(votes),
         "routers": {
             name: {
-                "family": ROUTERS[name].family,
-                "description": ROUTERS[name].description,
+                "family": spec.family,
+                "description": spec.description,
                 "summary": _summarise(per_router[name]),
                 "per_seed": per_router[name],
             }
-            for name in names
+            for name, spec in entries.items()
         },
         "skipped": skipped,
     }

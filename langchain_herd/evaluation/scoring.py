@@ -7,6 +7,7 @@ threshold policy swept over every share of strong calls (PGR curve, APGR, CPT).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,16 @@ from langchain_herd.evaluation.metrics import (
 )
 from langchain_herd.evaluation.routers import RouterOutput
 
-__all__ = ["COST_WEIGHTS", "choose", "majority_vote", "score_output", "split_baselines"]
+__all__ = [
+    "BUDGET_FRACTIONS",
+    "COST_WEIGHTS",
+    "budget_accuracies",
+    "choose",
+    "majority_vote",
+    "reachable_accuracy",
+    "score_output",
+    "split_baselines",
+]
 
 Array = npt.NDArray[np.float64]
 
@@ -33,6 +43,10 @@ The largest sends every query to the cheapest model unless two costs differ by l
 1/10,000 of the dearest one."""
 
 PGR_POINTS = 101
+
+BUDGET_FRACTIONS: tuple[float, ...] = (0.5, 0.6, 0.75)
+"""Budgets of the honest view, as shares of the strong model's cost (pairs) or of the best
+single model's cost (N experts)."""
 
 
 def choose(utilities: Array, costs: Array, cost_weight: float = 0.0) -> npt.NDArray[np.intp]:
@@ -118,7 +132,78 @@ def score_output(
             cpt80=finite(cpt(score, y[:, strong], y[:, weak], 0.8)),
             pgr_curve={"share": shares_grid.tolist(), "pgr": [finite(v) for v in pgr]},
         )
+        # The threshold policy's operating points join the frontier: a cost-weighted argmax
+        # reaches only some thresholds (none at all for a classifier whose scores are not
+        # correctness), and the honest view reads budgets off the frontier.
+        strong_acc, weak_acc = float(y[:, strong].mean()), float(y[:, weak].mean())
+        if strong_acc != weak_acc:
+            cost_s, cost_w = float(data.costs[strong]), float(data.costs[weak])
+            result["frontier"] += [
+                {
+                    "cost_weight": None,
+                    "strong_share": float(share),
+                    "cost": cost_w + float(share) * (cost_s - cost_w),
+                    "accuracy": weak_acc + float(gain) * (strong_acc - weak_acc),
+                }
+                for share, gain in zip(shares_grid, pgr, strict=True)
+            ]
+            if "aiq" in result:
+                points = result["frontier"]
+                result["aiq"] = aiq([p["cost"] for p in points], [p["accuracy"] for p in points])
     return result
+
+
+def reachable_accuracy(
+    costs: Sequence[float], accuracies: Sequence[float], budget: float
+) -> float | None:
+    """The best accuracy at an average cost per query of at most ``budget``, given the
+    operating points ``(costs[i], accuracies[i])`` of one router (or cascade).
+
+    Any two operating points can be mixed (each query sent to one at random, in
+    proportion), so the reachable frontier is the upper convex hull of the points, made
+    non-decreasing; this reads it at ``budget``. ``None`` when every point costs more.
+
+    Example:
+        >>> reachable_accuracy([1.0, 3.0, 2.0], [0.5, 0.9, 0.6], budget=2.0)
+        0.7
+        >>> reachable_accuracy([1.0, 3.0], [0.5, 0.9], budget=0.5) is None
+        True
+    """
+    c = np.asarray(costs, dtype=np.float64)
+    a = np.asarray(accuracies, dtype=np.float64)
+    below, above = c <= budget, c > budget
+    if not below.any():
+        return None
+    best = float(a[below].max())
+    if above.any():
+        # Every mix of a point at or under the budget with one over it, spending exactly
+        # the budget: the hull at the budget is the best of them (two points suffice).
+        ci, ai = c[below][:, None], a[below][:, None]
+        cj, aj = c[above][None, :], a[above][None, :]
+        mixed = ai + (aj - ai) * (budget - ci) / (cj - ci)
+        best = max(best, float(mixed.max()))
+    return round(best, 12)
+
+
+def budget_accuracies(
+    frontier: Sequence[dict[str, Any]],
+    reference_cost: float,
+    fractions: Sequence[float] = BUDGET_FRACTIONS,
+) -> dict[str, float | None]:
+    """:func:`reachable_accuracy` of a frontier (points with ``cost`` and ``accuracy``) at
+    each budget ``fraction * reference_cost``, keyed by the fraction (``"0.5"``).
+
+    Example:
+        >>> points = [{"cost": 10.0, "accuracy": 0.4}, {"cost": 70.0, "accuracy": 0.7}]
+        >>> budget_accuracies(points, 70.0, [0.5, 0.1])
+        {'0.5': 0.525, '0.1': None}
+    """
+    costs = [float(p["cost"]) for p in frontier]
+    accuracies = [float(p["accuracy"]) for p in frontier]
+    return {
+        f"{fraction:g}": reachable_accuracy(costs, accuracies, fraction * reference_cost)
+        for fraction in fractions
+    }
 
 
 def _by_label(
@@ -136,19 +221,12 @@ def majority_vote(data: EvalData, split: EvalSplit) -> dict[str, Any] | None:
     most accurate on train). Costs the whole herd per query."""
     if data.votes is None or data.answers is None:
         return None
+    from langchain_herd.ensembles.votes import majority_vote as vote
+
     votes, answers = data.votes[split.test], data.answers[split.test]
-    order = np.argsort(-data.correct[split.train].mean(axis=0), kind="stable")
+    order = [int(j) for j in np.argsort(-data.correct[split.train].mean(axis=0), kind="stable")]
     hits = np.empty(len(votes))
-    for i, row in enumerate(votes):
-        counts: dict[str, int] = {}
-        for letter in row:
-            if letter:
-                counts[letter] = counts.get(letter, 0) + 1
-        if not counts:
-            hits[i] = 0.0
-            continue
-        top = max(counts.values())
-        tied = {letter for letter, n in counts.items() if n == top}
-        winner = next(row[j] for j in order if row[j] in tied)
-        hits[i] = float(winner == answers[i])
+    for i, row in enumerate(votes.tolist()):
+        winner = vote([a or None for a in row], order).winner
+        hits[i] = float(winner is not None and winner == answers[i])
     return {"accuracy": float(hits.mean()), "cost": float(data.costs.sum())}

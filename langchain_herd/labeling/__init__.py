@@ -5,7 +5,9 @@ fallback), scores the answers (exact match of the option letter for multiple cho
 LLM judge for open-ended questions, pairwise in both orders when there is no reference),
 logs every attempt and verdict to ``raw.jsonl`` as it arrives, and builds
 ``correctness.parquet``: one row per question, one nullable ``Int8`` column per expert,
-the table routers are trained on. Runs resume after a kill with the same result.
+the table routers are trained on, and ``answers.parquet``: the same rows, per expert the
+option letter it chose (or its reply to an open-ended question), the table cascades and
+learned votes are trained on. Runs resume after a kill with the same result.
 
 Example:
     .. code-block:: python
@@ -50,7 +52,7 @@ from langchain_herd.labeling.judge import (
 from langchain_herd.labeling.letters import extract_choice, parse_lettered_choices
 from langchain_herd.labeling.runner import LabelResult, label_dataset
 from langchain_herd.labeling.scoring import exact_match_cell, pairwise_cells
-from langchain_herd.labeling.table import build_table
+from langchain_herd.labeling.table import RunTables, build_table, build_tables
 
 __all__ = [
     "Agreement",
@@ -66,8 +68,10 @@ __all__ = [
     "PairwiseVerdict",
     "RawLogError",
     "ResumeMismatchError",
+    "RunTables",
     "agreement",
     "build_table",
+    "build_tables",
     "cohen_kappa",
     "exact_match_cell",
     "extract_choice",

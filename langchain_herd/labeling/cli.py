@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="herd label",
         description=(
             "Run every question of DATASET through every expert of the herd in CONFIG and "
-            "write the correctness table (router ground truth) to --out."
+            "write the correctness table (router ground truth) and the answers table (what "
+            "each expert answered) to --out."
         ),
     )
     parser.add_argument("config", metavar="CONFIG", help="herd config YAML")
@@ -113,6 +114,7 @@ def _summary(result: LabelResult, questions: int) -> str:
         f"judge verdicts asked: {result.judge_questions} "
         f"({result.judge_unparseable} unreadable after retries)"
     )
+    lines.append(f"answers table: {result.answers_path}")
     lines.append(f"raw log: {result.raw_path}")
     report = result.judge_report
     if report is not None:

@@ -14,9 +14,9 @@ without the whole dataset being turned into tasks up front.
 Resume: results are appended to ``raw.jsonl`` as they arrive and fsync'ed
 (:class:`~langchain_herd.labeling.store.RawLog`). With ``resume=True`` the run reads it
 back, skips every (question, expert) pair that has an answer and every verdict already
-given for the current answers, and redoes failed calls (``retry_errors``). The table is
-built from ``raw.jsonl`` alone, so a run killed at any moment and resumed produces the same
-table as one that was never interrupted.
+given for the current answers, and redoes failed calls (``retry_errors``). The tables
+(correctness and answers) are built from ``raw.jsonl`` alone, so a run killed at any moment
+and resumed produces the same tables as one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from langchain_herd.labeling.records import RunState, answer_sha
 from langchain_herd.labeling.replies import reply_text, reply_usage
 from langchain_herd.labeling.scoring import exact_match_cell
 from langchain_herd.labeling.store import (
+    ANSWERS_FILE,
     RAW_FILE,
     REPORT_FILE,
     RUN_FILE,
@@ -57,7 +58,7 @@ from langchain_herd.labeling.store import (
     run_info,
     write_queries,
 )
-from langchain_herd.labeling.table import RESERVED_COLUMNS, build_table
+from langchain_herd.labeling.table import RESERVED_COLUMNS, build_tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,6 +98,9 @@ class LabelResult:
     """Whether an earlier run in the folder was continued."""
     judge_report: dict[str, Any] | None = None
     """The judge's agreement with exact match (``judge_report.json``), if any."""
+    answers: pd.DataFrame | None = None
+    """The answers table (as written to ``answers.parquet``): per expert, the option letter
+    it chose (multiple choice) or its reply (open-ended)."""
 
     @property
     def raw_path(self) -> Path:
@@ -107,6 +111,11 @@ class LabelResult:
     def table_path(self) -> Path:
         """``correctness.parquet``."""
         return self.out_dir / TABLE_FILE
+
+    @property
+    def answers_path(self) -> Path:
+        """``answers.parquet``."""
+        return self.out_dir / ANSWERS_FILE
 
     def accuracy(self) -> dict[str, float | None]:
         """Per expert, the share of its labeled questions that are correct (None if none)."""
@@ -352,11 +361,11 @@ def _open_run(
     return data, selection, resumed, state, lock
 
 
-def _finish_run(folder: Path) -> tuple[pd.DataFrame, dict[str, Any] | None]:
-    table = build_table(folder)
+def _finish_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
+    tables = build_tables(folder)
     report_path = folder / REPORT_FILE
     report = json.loads(report_path.read_text("utf-8")) if report_path.is_file() else None
-    return table, report
+    return tables.correctness, tables.answers, report
 
 
 async def label_dataset(
@@ -404,7 +413,7 @@ async def label_dataset(
             that was down); otherwise failures are final.
 
     Returns:
-        The table and what the run did.
+        The tables (``correctness.parquet``, ``answers.parquet``) and what the run did.
 
     Raises:
         OutputDirError: ``out_dir`` is not empty and ``resume`` is false.
@@ -476,7 +485,7 @@ async def label_dataset(
         finally:
             log.close()
             bar.close()
-        table, report = await asyncio.to_thread(_finish_run, folder)
+        table, answers, report = await asyncio.to_thread(_finish_run, folder)
     finally:
         lock.release()
     return LabelResult(
@@ -490,4 +499,5 @@ async def label_dataset(
         judge_unparseable=labeler.counters.judge_unparseable,
         resumed=resumed,
         judge_report=report,
+        answers=answers,
     )

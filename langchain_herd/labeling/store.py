@@ -9,7 +9,8 @@ Files:
   rebuilt from the folder alone.
 - ``raw.jsonl``: one line per answer attempt and per verdict, appended as they arrive and
   fsync'ed (:class:`RawLog`). The only file results live in: everything else is derived.
-- ``correctness.parquet`` and ``judge_report.json``: built from the three above.
+- ``correctness.parquet``, ``answers.parquet`` and ``judge_report.json``: built from the
+  three above.
 
 Metadata files are written to a temporary name and renamed, so a kill leaves the old or the
 new file, never half of one. A kill can tear only the last line of ``raw.jsonl``; reading
@@ -31,6 +32,7 @@ from langchain_herd.labeling.datasets import LabelDataset, LabelQuery
 from langchain_herd.labeling.errors import OutputDirError, RawLogError, ResumeMismatchError
 
 __all__ = [
+    "ANSWERS_FILE",
     "QUERIES_FILE",
     "RAW_FILE",
     "REPORT_FILE",
@@ -51,6 +53,7 @@ RUN_FILE = "run.json"
 QUERIES_FILE = "queries.jsonl"
 RAW_FILE = "raw.jsonl"
 TABLE_FILE = "correctness.parquet"
+ANSWERS_FILE = "answers.parquet"
 REPORT_FILE = "judge_report.json"
 LOCK_FILE = ".herd-label.lock"
 FORMAT_VERSION = 1

@@ -1,6 +1,6 @@
-"""The correctness table and the judge report, rebuilt from a run folder's ``raw.jsonl``.
+"""The correctness and answers tables and the judge report, rebuilt from ``raw.jsonl``.
 
-The table has the shape of the correctness tables routers are trained on: ``id``,
+The correctness table has the shape of the tables routers are trained on: ``id``,
 ``dataset``, the descriptive columns the dataset had (``split``, ``source``, ``category``,
 ``subject``, ``group``), ``prompt`` (as the experts saw it), ``answer`` (gold letter, or the
 reference text of an open-ended question), then one nullable ``Int8`` column per expert,
@@ -8,13 +8,19 @@ named exactly like the expert, in herd order: 1 correct, 0 wrong, ``<NA>`` no la
 call failed, or no verdict could be had). :mod:`langchain_herd.labeling.scoring` holds the
 rules.
 
+The answers table has the same rows and row columns, and per expert a string column of
+what it answered: the option letter it chose for a multiple-choice question (null when
+none could be read from its reply), its reply text for an open-ended one (null when the
+call failed). Cascades and learned votes are trained on the pair (``herd train --kind``).
+
 Example:
     .. code-block:: python
 
-        from langchain_herd.labeling import build_table
+        from langchain_herd.labeling import build_tables
 
-        table = build_table("runs/mmlu-herd")  # also rewrites correctness.parquet
-        table.filter(like="stem").mean()
+        tables = build_tables("runs/mmlu-herd")  # rewrites correctness.parquet, answers.parquet
+        tables.correctness.filter(like="stem").mean()
+        tables.answers["stem"].value_counts()
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import os
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from langchain_herd.labeling.agreement import agreement_report
 from langchain_herd.labeling.datasets import EXTRA_COLUMNS, LabelQuery
 from langchain_herd.labeling.records import RunState
 from langchain_herd.labeling.scoring import judge_cell, pairwise_cells
 from langchain_herd.labeling.store import (
+    ANSWERS_FILE,
     RAW_FILE,
     REPORT_FILE,
     TABLE_FILE,
@@ -42,7 +49,17 @@ from langchain_herd.labeling.store import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["RESERVED_COLUMNS", "assemble_table", "build_table", "judge_report", "query_cells"]
+__all__ = [
+    "RESERVED_COLUMNS",
+    "RunTables",
+    "answer_cells",
+    "assemble_answers",
+    "assemble_table",
+    "build_table",
+    "build_tables",
+    "judge_report",
+    "query_cells",
+]
 
 RESERVED_COLUMNS: frozenset[str] = frozenset({"id", "dataset", "prompt", "answer", *EXTRA_COLUMNS})
 """Column names an expert may not have (its column would clash with them)."""
@@ -76,28 +93,70 @@ def query_cells(query: LabelQuery, experts: Sequence[str], state: RunState) -> l
     return [by_expert.get(expert) for expert in experts]
 
 
-def assemble_table(
-    queries: Sequence[LabelQuery], experts: Sequence[str], state: RunState
-) -> pd.DataFrame:
-    """The correctness table of ``queries`` (rows, in order) by ``experts`` (columns)."""
-    import pandas as pd
+def answer_cells(query: LabelQuery, experts: Sequence[str], state: RunState) -> list[str | None]:
+    """The answers-table row of one question, in ``experts`` order.
 
+    Multiple choice: the letter extracted when the answer arrived (stored in its raw line, so
+    a rebuilt table never depends on today's extraction rules); open-ended: the reply text.
+    """
+    cells: list[str | None] = []
+    for expert in experts:
+        record = state.answer(query.id, expert)
+        if record is None or record.get("error") is not None:
+            cells.append(None)
+        elif query.kind == "multiple_choice":
+            cells.append(record.get("extracted"))
+        else:
+            cells.append(record.get("answer"))
+    return cells
+
+
+def _row_columns(queries: Sequence[LabelQuery]) -> dict[str, list[Any]]:
+    """The non-expert columns both tables share, in table order."""
     present = {key for query in queries for key in query.extras}
     extras = [column for column in EXTRA_COLUMNS if column in present]
-    data: dict[str, Any] = {
+    return {
         "id": [q.id for q in queries],
         "dataset": [q.dataset for q in queries],
         **{column: [q.extras.get(column) for q in queries] for column in extras},
         "prompt": [q.prompt for q in queries],
         "answer": [q.answer_column for q in queries],
     }
-    rows = [query_cells(query, experts, state) for query in queries]
-    for index, expert in enumerate(experts):
-        data[expert] = pd.array([row[index] for row in rows], dtype="Int8")
-    frame = pd.DataFrame(data)
-    for column in ("id", "dataset", *extras, "prompt", "answer"):
+
+
+def _frame(rows: dict[str, list[Any]], cells: dict[str, Any]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame({**rows, **cells})
+    for column in rows:
         # Explicit: an all-null column would otherwise be stored as a null-typed column.
         frame[column] = frame[column].astype(object)
+    return frame
+
+
+def assemble_table(
+    queries: Sequence[LabelQuery], experts: Sequence[str], state: RunState
+) -> pd.DataFrame:
+    """The correctness table of ``queries`` (rows, in order) by ``experts`` (columns)."""
+    import pandas as pd
+
+    rows = [query_cells(query, experts, state) for query in queries]
+    cells = {
+        expert: pd.array([row[index] for row in rows], dtype="Int8")
+        for index, expert in enumerate(experts)
+    }
+    return _frame(_row_columns(queries), cells)
+
+
+def assemble_answers(
+    queries: Sequence[LabelQuery], experts: Sequence[str], state: RunState
+) -> pd.DataFrame:
+    """The answers table of ``queries`` (rows, in order) by ``experts`` (columns)."""
+    rows = [answer_cells(query, experts, state) for query in queries]
+    cells = {expert: [row[index] for row in rows] for index, expert in enumerate(experts)}
+    frame = _frame(_row_columns(queries), cells)
+    for expert in experts:
+        frame[expert] = frame[expert].astype(object)
     return frame
 
 
@@ -136,12 +195,12 @@ def judge_report(
     return agreement_report(labels, judge=judge, unparseable=unparseable, errors=errors)
 
 
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path, experts: Sequence[str]) -> None:
+def _write_parquet_atomic(frame: pd.DataFrame, path: Path, int_columns: Sequence[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     fields = [
-        pa.field(column, pa.int8() if column in experts else pa.string())
+        pa.field(column, pa.int8() if column in int_columns else pa.string())
         for column in frame.columns
     ]
     table = pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False)
@@ -150,17 +209,27 @@ def _write_parquet_atomic(frame: pd.DataFrame, path: Path, experts: Sequence[str
     os.replace(tmp, path)
 
 
-def build_table(out_dir: str | Path) -> pd.DataFrame:
-    """Rebuild ``correctness.parquet`` (and ``judge_report.json``) from a run folder.
+class RunTables(NamedTuple):
+    """The two tables of a labeling run, as read back from their files."""
 
-    Only ``run.json``, ``queries.jsonl`` and ``raw.jsonl`` are read, so the table can be
-    rebuilt at any time, also from a run that was killed (its unfinished cells are null).
+    correctness: pd.DataFrame
+    """``correctness.parquet``: 0/1 per expert."""
+    answers: pd.DataFrame
+    """``answers.parquet``: the letter (or text) each expert answered."""
+
+
+def build_tables(out_dir: str | Path) -> RunTables:
+    """Rebuild ``correctness.parquet``, ``answers.parquet`` and ``judge_report.json``.
+
+    Only ``run.json``, ``queries.jsonl`` and ``raw.jsonl`` are read, so the tables can be
+    rebuilt at any time, also from a run that was killed (its unfinished cells are null),
+    and a resumed run gives the tables of one never interrupted.
 
     Args:
         out_dir: the run folder.
 
     Returns:
-        The table, as read back from the parquet file it wrote.
+        Both tables, as read back from the parquet files written.
 
     Raises:
         FileNotFoundError: the folder holds no labeling run.
@@ -173,9 +242,19 @@ def build_table(out_dir: str | Path) -> pd.DataFrame:
     experts = [expert["name"] for expert in info["experts"]]
     queries = load_queries(folder)
     state = RunState.from_records(read_raw(folder / RAW_FILE))
-    frame = assemble_table(queries, experts, state)
-    _write_parquet_atomic(frame, folder / TABLE_FILE, experts)
+    _write_parquet_atomic(assemble_table(queries, experts, state), folder / TABLE_FILE, experts)
+    _write_parquet_atomic(assemble_answers(queries, experts, state), folder / ANSWERS_FILE, ())
     report = judge_report(queries, experts, state, judge=info.get("judge"))
     if report is not None:
         write_json_atomic(folder / REPORT_FILE, report)
-    return pd.read_parquet(folder / TABLE_FILE)
+    return RunTables(pd.read_parquet(folder / TABLE_FILE), pd.read_parquet(folder / ANSWERS_FILE))
+
+
+def build_table(out_dir: str | Path) -> pd.DataFrame:
+    """Rebuild a run folder's files (see :func:`build_tables`); return the correctness table.
+
+    Raises:
+        FileNotFoundError: the folder holds no labeling run.
+        RawLogError: ``raw.jsonl`` is damaged before its last line.
+    """
+    return build_tables(out_dir).correctness

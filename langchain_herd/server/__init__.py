@@ -7,6 +7,9 @@ Like TGI, it enforces ``parameters.grammar`` (JSON schema, regex) and the chat r
 / ``tool_choice`` and ``response_format`` by constrained decoding (:mod:`.grammar`,
 :mod:`.tools`). It stands in for real TGI in tests and in the library's embedded demo.
 
+``create_replay_app`` serves recorded answers of real models instead of a model (``herd serve
+--replay``; see :mod:`.replay_app`).
+
 Importing this package is cheap: torch and transformers load only with a model.
 
 Example:
@@ -25,6 +28,7 @@ from langchain_herd.server.backend import GenerationBackend
 from langchain_herd.server.cli import serve_main
 from langchain_herd.server.faults import FaultConfig
 from langchain_herd.server.loading import default_cache_dir, load_backend
+from langchain_herd.server.replay_app import create_replay_app
 from langchain_herd.server.server_thread import ServerStartError, ServerThread
 from langchain_herd.server.validation import ServerLimits
 
@@ -35,6 +39,7 @@ __all__ = [
     "ServerStartError",
     "ServerThread",
     "create_app",
+    "create_replay_app",
     "default_cache_dir",
     "load_backend",
     "serve_main",

@@ -4,6 +4,10 @@ Example::
 
     python -m langchain_herd.server --model tiny --host 127.0.0.1 --port 8081
     python -m langchain_herd.server --model smollm2 --port 0 --fail-next 2 --fail-status 503
+    python -m langchain_herd.server --replay gemma-7b,Phi-3-mini-4k-instruct --port 8392
+
+``--replay [MODEL,...]`` (same as ``--model replay[:MODEL,...]``) serves recorded answers of
+real models without loading one (:mod:`langchain_herd.server.replay_app`).
 
 Once listening it logs ``serving <model> on http://host:port`` (with the real port when
 ``--port 0``). SIGINT and SIGTERM shut it down gracefully and the command exits 0.
@@ -15,6 +19,7 @@ import argparse
 import logging
 import socket
 import sys
+from typing import Any
 
 from langchain_herd.errors import HerdError
 
@@ -30,15 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default="tiny",
-        help="'tiny' (random test model), 'smollm2', a transformers model folder, or a .gguf file",
+        help="'tiny' (random test model), 'smollm2', a transformers model folder, a .gguf file, "
+        "or 'replay[:MODEL,...]' (recorded answers, see --replay)",
+    )
+    parser.add_argument(
+        "--replay",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="MODEL,...",
+        help="serve recorded answers of these models (default: all) instead of running a "
+        "model; same as --model replay[:MODEL,...]",
+    )
+    parser.add_argument(
+        "--replay-table",
+        default=None,
+        help="replay table to serve (default: the bundled MMLU-Pro answers)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port)")
     parser.add_argument("--model-id", default=None, help="name reported to clients")
     parser.add_argument("--cache-dir", default=None, help="where converted GGUF models are kept")
-    parser.add_argument("--max-input-tokens", type=int, default=1024)
-    parser.add_argument("--max-total-tokens", type=int, default=2048)
-    parser.add_argument("--max-concurrent-requests", type=int, default=8)
+    # Unset limits take the model server's defaults (1024, 2048, 8) or, for a replay, ones
+    # that fit every recorded prompt and the herd's concurrent ensemble calls (8192, 16384, 64).
+    parser.add_argument("--max-input-tokens", type=int, default=None)
+    parser.add_argument("--max-total-tokens", type=int, default=None)
+    parser.add_argument("--max-concurrent-requests", type=int, default=None)
     parser.add_argument("--default-max-new-tokens", type=int, default=100)
     parser.add_argument(
         "--lora-adapters",
@@ -99,25 +121,31 @@ def serve_main(argv: list[str] | None = None) -> int:
     except (HerdError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
+    replay = replay_models(args)
     try:
-        backend = load_backend(args.model, cache_dir=args.cache_dir)
-        app = create_app(
-            backend,
-            model_id=args.model_id,
-            max_input_tokens=args.max_input_tokens,
-            max_total_tokens=args.max_total_tokens,
-            max_concurrent_requests=args.max_concurrent_requests,
-            faults=faults,
-            default_max_new_tokens=args.default_max_new_tokens,
-            adapters=[name.strip() for name in args.lora_adapters.split(",") if name.strip()],
-        )
-    except (HerdError, ValueError) as exc:
+        if replay is not None:
+            app = _replay_app(args, replay, faults)
+            serving = f"a replay of {', '.join(app.state.herd.models)}"
+        else:
+            backend = load_backend(args.model, cache_dir=args.cache_dir)
+            app = create_app(
+                backend,
+                model_id=args.model_id,
+                max_input_tokens=_or(args.max_input_tokens, 1024),
+                max_total_tokens=_or(args.max_total_tokens, 2048),
+                max_concurrent_requests=_or(args.max_concurrent_requests, 8),
+                faults=faults,
+                default_max_new_tokens=args.default_max_new_tokens,
+                adapters=[name.strip() for name in args.lora_adapters.split(",") if name.strip()],
+            )
+            serving = args.model
+    except (HerdError, ValueError, OSError, ImportError) as exc:
         sock.close()
         logger.error("%s", exc)
         return 2
 
     def announce(sockets: list[socket.socket]) -> None:
-        logger.info("serving %s on %s", args.model, url_for(sockets[0] if sockets else sock))
+        logger.info("serving %s on %s", serving, url_for(sockets[0] if sockets else sock))
 
     server = HerdUvicornServer(uvicorn_config(app, log_level=args.log_level), on_ready=announce)
     try:
@@ -126,3 +154,33 @@ def serve_main(argv: list[str] | None = None) -> int:
         sock.close()
     logger.info("stopped")
     return 0
+
+
+def replay_models(args: argparse.Namespace) -> list[str] | None:
+    """The recorded models to replay (``[]``: all of them), or None to run a model."""
+    spec: str | None = args.replay
+    if spec is None and (args.model == "replay" or args.model.startswith("replay:")):
+        spec = args.model.partition(":")[2]
+    if spec is None:
+        return None
+    return [name.strip() for name in spec.split(",") if name.strip()]
+
+
+def _replay_app(args: argparse.Namespace, models: list[str], faults: Any) -> Any:
+    from langchain_herd.replay import ReplayTable
+    from langchain_herd.server.replay_app import create_replay_app
+
+    return create_replay_app(
+        ReplayTable.load(args.replay_table),
+        models=models,
+        model_id=args.model_id,
+        max_input_tokens=_or(args.max_input_tokens, 8192),
+        max_total_tokens=_or(args.max_total_tokens, 16384),
+        max_concurrent_requests=_or(args.max_concurrent_requests, 64),
+        faults=faults,
+        default_max_new_tokens=args.default_max_new_tokens,
+    )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value

@@ -25,7 +25,14 @@ from langchain_herd.training.data import MODES, Mode, TrainingData, build_data
 from langchain_herd.training.metrics import category_metrics, correctness_metrics, decision_time
 from langchain_herd.training.progress import Progress, SilentProgress
 
-__all__ = ["BackendName", "TrainResult", "check_classifier_fits", "evaluate_router", "train_router"]
+__all__ = [
+    "BackendName",
+    "TrainResult",
+    "backend_settings",
+    "check_classifier_fits",
+    "evaluate_router",
+    "train_router",
+]
 
 BackendName = Literal["tfidf", "embedding", "finetune"]
 # How closely the reloaded artifact must reproduce the in-memory scores: float32 weights
@@ -208,7 +215,7 @@ def train_router(
     if max_train_rows is not None and max_train_rows < 2:
         raise ConfigError(f"max_train_rows must be at least 2, got {max_train_rows}")
     engine = get_backend(backend)
-    settings = _settings(engine.params_model, params, backend)
+    settings = backend_settings(engine.params_model, params, backend)
     out = Path(out_dir)
 
     with progress.phase("reading the table"):
@@ -400,7 +407,12 @@ def evaluate_router(
 # ---------------------------------------------------------------- helpers
 
 
-def _settings(model: type[BaseModel], params: Any, backend: str) -> BaseModel:
+def backend_settings(model: type[BaseModel], params: Any, backend: str) -> BaseModel:
+    """A backend's settings from its params model, a dict of its fields, or None (defaults).
+
+    Raises:
+        ConfigError: settings of another backend, or fields it does not have.
+    """
     if params is None:
         return model()
     if isinstance(params, model):

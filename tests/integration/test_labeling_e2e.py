@@ -23,12 +23,14 @@ from langchain_herd.labeling import (
     OutputDirError,
     ResumeMismatchError,
     build_table,
+    build_tables,
     label_dataset,
 )
 from langchain_herd.labeling.cli import label_main
 from langchain_herd.labeling.store import read_raw
 from langchain_herd.mmlu import BUNDLED_MMLU_PATH
 from langchain_herd.server import ServerThread, create_app, load_backend
+from tests.integration.word_choices import write_word_choices
 
 N_QUESTIONS = 6
 
@@ -124,8 +126,56 @@ async def test_mmlu_run_writes_the_correctness_table(
     assert info["dataset"]["queries"] == N_QUESTIONS and info["judge"] is None
     assert not (out / "judge_report.json").exists()
 
-    # the table rebuilt from the folder alone is the same
+    # the answers table: the same rows, the letter each expert chose (null: none readable)
+    answers_table = pd.read_parquet(out / "answers.parquet")
+    assert list(answers_table.columns) == list(table.columns)
+    row_columns = ["id", "dataset", "split", "subject", "group", "prompt", "answer"]
+    pd.testing.assert_frame_equal(answers_table[row_columns], table[row_columns])
+    assert result.answers is not None and result.answers_path == out / "answers.parquet"
+    pd.testing.assert_frame_equal(result.answers, answers_table)
+    for row in answers_table.itertuples():
+        for expert in ("alpha", "beta"):
+            extracted = by_key[(row.id, expert)]["extracted"]
+            cell = getattr(row, expert)
+            assert (None if pd.isna(cell) else cell) == extracted
+            # consistent with the correctness table: right exactly when it chose the gold
+            correct = int(table.set_index("id").loc[row.id, expert])
+            assert correct == int(extracted == row.answer)
+    assert {str(answers_table[c].dtype) for c in ("alpha", "beta")} <= {"object", "str"}
+
+    # the tables rebuilt from the folder alone are the same
     pd.testing.assert_frame_equal(build_table(out), table)
+    rebuilt = build_tables(out)
+    pd.testing.assert_frame_equal(rebuilt.answers, answers_table)
+    pd.testing.assert_frame_equal(rebuilt.correctness, table)
+
+
+async def test_answers_table_holds_the_letters_chosen(
+    servers: dict[str, str], tmp_path: Path
+) -> None:
+    data = write_word_choices(tmp_path / "words.parquet", 8)
+    out = tmp_path / "run"
+    result = await label_dataset(herd(servers), data, out, progress=False)
+    answers = pd.read_parquet(out / "answers.parquet")
+    assert list(answers.columns) == [
+        "id",
+        "dataset",
+        "subject",
+        "prompt",
+        "answer",
+        "alpha",
+        "beta",
+    ]
+    records = {(r["id"], r["expert"]): r for r in raw(out) if r["type"] == "answer"}
+    letters = answers.melt(id_vars=["id", "answer"], value_vars=["alpha", "beta"])
+    assert letters["value"].notna().any() and letters["value"].isna().any()
+    assert set(letters["value"].dropna()) <= set("ABCD")
+    for row in letters.itertuples():
+        record = records[(row.id, row.variable)]
+        assert (None if pd.isna(row.value) else row.value) == record["extracted"]
+        correct = result.table.set_index("id").loc[row.id, row.variable]
+        assert correct == int(row.value == row.answer)  # null letters count as wrong
+    assert result.table[["alpha", "beta"]].to_numpy().sum() > 0
 
 
 async def test_a_failing_expert_gives_null_cells_and_resume_fills_them(
@@ -146,6 +196,8 @@ async def test_a_failing_expert_gives_null_cells_and_resume_fills_them(
     assert all(r["answer"] is None and r["correct"] is None for r in failed)
     null_ids = set(result.table.loc[result.table["beta"].isna(), "id"])
     assert null_ids == {r["id"] for r in failed}
+    assert result.answers is not None
+    assert result.answers.set_index("id").loc[sorted(null_ids), "beta"].isna().all()
 
     # without --resume the folder is refused; with it, only the failed pairs are asked again
     with pytest.raises(OutputDirError, match="--resume"):
@@ -265,6 +317,12 @@ async def test_open_ended_with_reference_judged_and_unparseable_left_null(
     assert all(len(r["replies"]) == 2 for r in unreadable)  # asked, then retried once
     assert result.judge_unparseable == 2 and result.judge_questions == 4
     assert result.judge_report is None  # no gold letters: nothing to check the judge on
+    # open-ended: the answers table holds each expert's reply text
+    replies = {(r["id"], r["expert"]): r["answer"] for r in raw(out) if r["type"] == "answer"}
+    assert result.answers is not None
+    for row in result.answers.itertuples():
+        assert (row.alpha, row.beta) == (replies[(row.id, "alpha")], replies[(row.id, "beta")])
+        assert row.answer == table.set_index("id").loc[row.id, "answer"]
 
 
 def _answers_in(messages: list[BaseMessage]) -> tuple[str, str]:

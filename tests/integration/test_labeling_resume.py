@@ -22,9 +22,11 @@ import pytest
 import yaml
 
 from langchain_herd.config import load_config
+from langchain_herd.ensembles.scorers import CascadeModel, load_ensemble_artifact
 from langchain_herd.labeling import label_dataset
 from langchain_herd.labeling.store import read_raw
-from langchain_herd.mmlu import BUNDLED_MMLU_PATH
+from langchain_herd.training.cli import train_main
+from tests.integration.word_choices import write_word_choices
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEL = [sys.executable, "-m", "langchain_herd.labeling.cli"]
@@ -105,9 +107,8 @@ def setup(server_url: str, tmp_path: Path) -> tuple[Path, Path]:
     }
     config_path = tmp_path / "herd.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    data_path = tmp_path / "mmlu.parquet"
-    pd.read_parquet(BUNDLED_MMLU_PATH).head(N_QUESTIONS).to_parquet(data_path)
-    return config_path, data_path
+    # Options the tiny model names, so the answers table holds real letters (and nulls).
+    return config_path, write_word_choices(tmp_path / "words.parquet", N_QUESTIONS)
 
 
 def answer_lines(out: Path) -> int:
@@ -142,6 +143,7 @@ def test_kill_tear_and_resume_gives_the_uninterrupted_table(
     done = answer_lines(out)
     assert 8 <= done < N_QUESTIONS * N_EXPERTS, done
     assert not (out / "correctness.parquet").exists()
+    assert not (out / "answers.parquet").exists()
 
     # A torn write: the last line loses its end (and its newline).
     raw = (out / "raw.jsonl").read_bytes()
@@ -166,6 +168,35 @@ def test_kill_tear_and_resume_gives_the_uninterrupted_table(
     pd.testing.assert_frame_equal(
         table, pd.read_parquet(tmp_path / "reference" / "correctness.parquet")
     )
+    # the answers table too: the letters of the resumed run are those of the uninterrupted one
+    answers = pd.read_parquet(out / "answers.parquet")
+    assert reference.answers is not None
+    pd.testing.assert_frame_equal(answers, reference.answers)
+    pd.testing.assert_frame_equal(
+        answers, pd.read_parquet(tmp_path / "reference" / "answers.parquet")
+    )
+    assert answers["id"].tolist() == table["id"].tolist()
+    letters = answers[["alpha", "beta"]]
+    assert letters.notna().any().all() and letters.isna().any().any()  # letters and nulls
+    gold = table["answer"]
+    for expert in ("alpha", "beta"):
+        chose_gold = (answers[expert] == gold).fillna(False).astype(int).tolist()
+        assert chose_gold == table[expert].astype(int).tolist()
+    assert f"answers table: {out / 'answers.parquet'}" in resumed.stdout
+
+    # the two tables are what `herd train --kind cascade` fits from
+    artifact = tmp_path / "cascade.json"
+    code = train_main(
+        [
+            str(out / "correctness.parquet"),
+            *["--kind", "cascade", "--answers", str(out / "answers.parquet")],
+            *["--weak", "alpha", "--strong", "beta", "--max-helpers", "0"],
+            *["--out", str(artifact), "--quiet"],
+        ]
+    )
+    assert code == 0
+    model = load_ensemble_artifact(artifact)
+    assert isinstance(model, CascadeModel) and model.tiers == [["alpha"], ["beta"]]
 
     # Loss-free and without duplicates: every (question, expert) answered exactly once.
     records = read_raw(out / "raw.jsonl")

@@ -120,3 +120,43 @@ def test_openai_model_defaults() -> None:
     data = minimal()
     data["experts"][0]["adapter_id"] = "org/lora"  # type: ignore[index]
     assert parse_config(data).expert("a").chat_model_name == "org/lora"
+
+
+@pytest.mark.parametrize(
+    ("ensemble", "message"),
+    [
+        ({"kind": "cascade"}, "cascade needs `scorer`"),
+        ({"kind": "vote", "method": "learned"}, "method learned needs `scorer`"),
+        (
+            {"kind": "cascade", "scorer": "c.json", "threshold": 0.3, "budget": 10},
+            "at most one of threshold, escalate_share, budget",
+        ),
+        ({"kind": "vote", "members": ["a", "zz"]}, r"unknown experts \['zz'\]"),
+        ({"kind": "moa", "aggregator": "nobody"}, r"unknown experts \['nobody'\]"),
+        ({"kind": "cascade", "scorer": "c.json", "agreement": "judge"}, "needs `judge_expert`"),
+        ({"kind": "vote", "layers": 9}, "router.ensemble.layers"),
+    ],
+)
+def test_bad_ensemble_section_says_what_to_fix(
+    tmp_path: Path, ensemble: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, minimal(router={"ensemble": ensemble})))
+
+
+def test_ensemble_section_loads() -> None:
+    config = parse_config(
+        minimal(
+            router={
+                "ensemble": {
+                    "kind": "vote",
+                    "members": ["a", "b"],
+                    "method": "weighted",
+                    "weights": {"a": 0.6},
+                }
+            }
+        )
+    )
+    assert config.router.ensemble is not None
+    assert config.router.ensemble.experts_named() == ["a", "b", "a"]
+    assert parse_config(minimal()).router.ensemble is None
