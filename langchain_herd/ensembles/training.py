@@ -290,9 +290,11 @@ def fit_cascade(
     col = {m: j for j, m in enumerate(names)}
     strong_y = y[:, col[strong]]
     cost = {m: float(costs[m]) for m in names if m in costs and costs[m] is not None}
-    for m in (weak, strong):
+    for m in (weak, strong, *(helpers or ())):
         if m not in cost:
             raise ValueError(f"no cost for {m!r}")
+    if helpers is not None and (len(set(helpers)) != len(helpers) or {weak, strong} & set(helpers)):
+        raise ValueError(f"helpers {list(helpers)} repeat a model or name the weak/strong one")
 
     # Agreement of every pair of columns, once: each candidate tier is a slice of it.
     all_agreement, all_missing = letter_agreement(ans)

@@ -244,27 +244,30 @@ def _cascade(
         if unknown:
             raise ConfigError(f"--helpers: no model column(s) {unknown}; known: {pool.models}")
         train = split.train
-        model = fit_cascade(
-            correct[train],
-            answers[train],
-            pool.models,
-            costs,
-            weak=weak,
-            strong=strong,
-            helpers=None if ctx.options.helpers is None else list(ctx.options.helpers),
-            helper_candidates=candidates,
-            max_helpers=ctx.options.max_helpers,
-            max_tier_cost=(
-                None
-                if equal or ctx.options.max_tier_share is None
-                else ctx.options.max_tier_share * costs[strong]
-            ),
-            keep=keep or ctx.options.keep,
-            text_scores=oof,
-            text_experts=text_experts,
-            objective=objective,
-            seed=split.seed,
-        )
+        try:
+            model = fit_cascade(
+                correct[train],
+                answers[train],
+                pool.models,
+                costs,
+                weak=weak,
+                strong=strong,
+                helpers=None if ctx.options.helpers is None else list(ctx.options.helpers),
+                helper_candidates=candidates,
+                max_helpers=ctx.options.max_helpers,
+                max_tier_cost=(
+                    None
+                    if equal or ctx.options.max_tier_share is None
+                    else ctx.options.max_tier_share * costs[strong]
+                ),
+                keep=keep or ctx.options.keep,
+                text_scores=oof,
+                text_experts=text_experts,
+                objective=objective,
+                seed=split.seed,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"cannot fit the cascade: {exc}") from exc
         cols = [pool.models.index(m) for m in model.tiers[0]]
         test = split.test
         agreement, missing = letter_agreement(answers[test][:, cols])
@@ -411,6 +414,66 @@ def _learned(ctx: EnsembleContext) -> dict[str, Any]:
     return _vote_figures(ctx, hits, {"train": vote.metadata})
 
 
+def _dawid_skene(ctx: EnsembleContext) -> dict[str, Any]:
+    """Dawid and Skene (1979), EM from the training rows' answers alone (no gold): the
+    options' prior and each model's confusion, here its accuracy per true option with its
+    errors spread evenly; then the posterior's best option per held-out row."""
+    _, answers, _ = _members(ctx)
+    train, test = ctx.split.train, ctx.split.test
+    options = sorted({a for a in answers[train].ravel().tolist() if a})
+    if not options:
+        return _vote_figures(ctx, np.zeros(len(test)), {"options": 0})
+    index = {a: k for k, a in enumerate(options)}
+    coded = np.vectorize(lambda a: index.get(a, -1), otypes=[np.int64])(answers)
+    k_count, m_count = len(options), coded.shape[1]
+
+    def log_posterior(rows: Rows, log_prior: Array, log_confusion: Array) -> Array:
+        out = np.tile(log_prior, (len(rows), 1))
+        for m in range(m_count):
+            given = coded[rows, m]
+            seen = given >= 0
+            out[seen] += log_confusion[m][:, given[seen]].T
+        return np.asarray(out, dtype=np.float64)
+
+    # Start from the majority vote's soft counts, then alternate M and E steps.
+    votes = np.zeros((len(train), k_count))
+    for m in range(m_count):
+        given = coded[train, m]
+        seen = given >= 0
+        votes[np.flatnonzero(seen), given[seen]] += 1.0
+    posterior = (votes + 1e-3) / (votes + 1e-3).sum(axis=1, keepdims=True)
+    for _ in range(50):
+        log_prior = np.log(posterior.mean(axis=0) + 1e-9)
+        log_confusion = np.empty((m_count, k_count, k_count))
+        for m in range(m_count):
+            given = coded[train, m]
+            seen = given >= 0
+            # Per true option, the chance the model names it (one pseudo-count each way);
+            # its errors spread evenly over the other options. A full confusion matrix has
+            # K(K-1) cells per model: too many for a few thousand questions.
+            weight = posterior[seen].sum(axis=0)
+            hit = posterior[np.flatnonzero(seen), given[seen]]
+            right = np.bincount(given[seen], weights=hit, minlength=k_count)
+            accuracy = (right + 1.0) / (weight + 2.0)
+            wrong = (1.0 - accuracy) / max(k_count - 1, 1)
+            confusion = np.tile(wrong[:, None], (1, k_count))
+            np.fill_diagonal(confusion, accuracy)
+            log_confusion[m] = np.log(confusion)
+        log_post = log_posterior(train, log_prior, log_confusion)
+        updated = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+        updated /= updated.sum(axis=1, keepdims=True)
+        converged = float(np.abs(updated - posterior).max()) < 1e-6
+        posterior = updated
+        if converged:
+            break
+    best = log_posterior(test, log_prior, log_confusion).argmax(axis=1)
+    gold = ctx.data.answers
+    assert gold is not None
+    answered = (coded[test] >= 0).any(axis=1)
+    hits = ((np.asarray(options)[best] == gold[test]) & answered).astype(np.float64)
+    return _vote_figures(ctx, hits, {"options": k_count})
+
+
 def _vote_figures(ctx: EnsembleContext, hits: Array, details: dict[str, Any]) -> dict[str, Any]:
     data, base = ctx.data, ctx.baselines
     accuracy = float(hits.mean())
@@ -476,6 +539,14 @@ ENSEMBLES: dict[str, EnsembleSpec] = {
             "vote",
             "every herd model answers; votes weighted log((K-1)p/(1-p)), p its train accuracy",
             _weighted,
+            needs_pair=False,
+        ),
+        EnsembleSpec(
+            "vote-dawid-skene",
+            "vote",
+            "every herd model answers; Dawid-Skene: each model's accuracy per true option "
+            "by EM on the training rows' answers (no gold), the most probable option wins",
+            _dawid_skene,
             needs_pair=False,
         ),
         EnsembleSpec(

@@ -1,8 +1,9 @@
 """The routers ``herd eval`` compares: bounds, baselines, published routers and this project's.
 
 Every router trains on a split's training rows only (tuning on a validation share carved
-from them; the margin policy on out-of-fold predictions over all of them) and returns, for the held-out rows, a utility per herd model: its predicted
-correctness where the router predicts one. The scorer then applies the policies (argmax,
+from them; the margin policy on out-of-fold predictions over all of them) and returns, for
+the held-out rows, a utility per herd model: its predicted correctness where the router
+predicts one. The scorer then applies the policies (argmax,
 cost-weighted, strong/weak threshold) to those utilities. Routers are looked up by name in
 :data:`ROUTERS`; each declares what it needs (embeddings, a label column, a strong/weak
 pair, a GPU-sized budget) so the harness can skip the ones a table cannot support.

@@ -180,3 +180,14 @@ def test_missing_results_count_as_no_answer() -> None:
     assert model.tiers == [["w", "h"], ["s"]]
     vote = fit_learned_vote(correct, raw, models, members=["w", "h"])
     assert vote.pick([None, "C"], {}).winner == "C"
+
+
+def test_fixed_helpers_are_checked() -> None:
+    correct, answers, models = synthetic(60, {"w": 0.5, "s": 0.8, "h": 0.6})
+    costs = {"w": 1.0, "s": 2.0}
+    with pytest.raises(ValueError, match="no cost for 'h'"):
+        fit_cascade(correct, answers, models, costs, weak="w", strong="s", helpers=["h"])
+    with pytest.raises(ValueError, match="repeat a model"):
+        fit_cascade(
+            correct, answers, models, {**costs, "h": 1.0}, weak="w", strong="s", helpers=["h", "h"]
+        )

@@ -87,7 +87,7 @@ def test_select_ensembles(files: tuple[Path, Path, Path]) -> None:
     data = pair_data(files)
     names, skipped = select_ensembles(data, None, (0, 1))
     assert names == ["cascade", "cascade-apgr", "cascade-agreement"]
-    assert set(skipped) == {"vote-majority", "vote-weighted", "vote-learned"}
+    assert set(skipped) == {"vote-majority", "vote-weighted", "vote-dawid-skene", "vote-learned"}
     names, skipped = select_ensembles(data, ["cascade"], None)
     assert names == [] and "pair" in skipped["cascade"]
 
@@ -158,11 +158,10 @@ def test_votes_on_a_herd(files: tuple[Path, Path, Path]) -> None:
     correctness, answers, costs = files
     data = load_eval_data(correctness, costs_path=costs, max_cost=10.0, predictions_path=answers)
     assert STRONG not in data.models
-    report = evaluate(
-        data, EvalOptions(seeds=[0, 1], routers=["vote-majority", "vote-weighted", "vote-learned"])
-    )
+    votes = ["vote-majority", "vote-weighted", "vote-dawid-skene", "vote-learned"]
+    report = evaluate(data, EvalOptions(seeds=[0, 1], routers=votes))
     herd_cost = sum(COSTS[m] for m in data.models)
-    for name in ("vote-majority", "vote-weighted", "vote-learned"):
+    for name in votes:
         entry = report["routers"][name]
         assert entry["family"] == "vote"
         for run in entry["per_seed"]:
@@ -171,6 +170,9 @@ def test_votes_on_a_herd(files: tuple[Path, Path, Path]) -> None:
                 {"cost_weight": None, "cost": run["cost"], "accuracy": run["accuracy"]}
             ]
             assert set(run["shares"].values()) == {1.0}
+    # Dawid-Skene learns without gold answers, yet does far better than chance (0.1).
+    accuracy = {n: report["routers"][n]["summary"]["accuracy"]["mean"] for n in votes}
+    assert accuracy["vote-dawid-skene"] > 0.4
     # Our majority vote and the harness's baseline are one and the same vote.
     assert report["routers"]["vote-majority"]["summary"]["accuracy"]["mean"] == pytest.approx(
         report["majority_vote"]["accuracy"]["mean"]
