@@ -271,7 +271,7 @@ def _select_routers(
     if asked:
         unknown = [n for n in asked if n not in ROUTERS]
         if unknown:
-            raise ConfigError(f"unknown router(s) {unknown}; known: {list(ROUTERS)}")
+            raise ConfigError(f"unknown router(s) {unknown}; known: {[*ROUTERS, *ENSEMBLES]}")
     candidates = asked or default_routers(include_slow=options.include_slow)
     names, skipped = [], {}
     for name in candidates:
