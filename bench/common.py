@@ -1,13 +1,20 @@
-"""What every benchmark shares: percentiles and writing its figures out."""
+"""What every benchmark shares: percentiles, writing its figures out, and the servers
+(a ``redis-server``, a process's ``/health``) several of them start."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import statistics
-from collections.abc import Sequence
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -40,3 +47,63 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         "mean_ms": statistics.fmean(values),
         "n": len(values),
     }
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    """Wait until ``url/health`` answers 200; fail with the log's tail if the process exits."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not healthy after 120 s: {log.read_text()[-2000:]}")
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A ``redis-server`` on a free loopback port, nothing persisted; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed; run scripts/setup.sh")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        import redis  # the `redis` extra
+
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        client.close()
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)

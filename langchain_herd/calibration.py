@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from langchain_herd.artifact_files import read_json
 from langchain_herd.classifiers.base import CONFIG_FILE, SavedClassifier, load_classifier
 from langchain_herd.errors import ArtifactError, ConfigError
 
@@ -138,7 +139,9 @@ def calibrate_scores(
 def write_calibration(artifact: str | Path, calibration: Calibration) -> None:
     """Store the calibration in the artifact's ``config.json`` (atomically)."""
     path = Path(artifact) / CONFIG_FILE
-    config = json.loads(path.read_text(encoding="utf-8"))
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{path}: expected a JSON object")
     config["calibration"] = asdict(calibration)
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(config, indent=2), encoding="utf-8")

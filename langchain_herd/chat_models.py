@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from langchain_herd.backpressure import DEFAULT_BACKOFF_S, DEFAULT_MAX_BACKOFF_S
 from langchain_herd.capabilities import Requirements
 from langchain_herd.classifiers.base import Classifier
 from langchain_herd.config import DEFAULT_FALLBACK_ON, FailureKind, HerdConfig, load_config
@@ -67,7 +68,7 @@ from langchain_herd.expert_runs import (
     traced_stream,
 )
 from langchain_herd.experts import Expert, build_expert
-from langchain_herd.inputs import HerdInput, QueryMode, to_messages
+from langchain_herd.inputs import HerdInput, QueryMode, check_params, to_messages
 from langchain_herd.policies import POLICIES, Policy, policy_from_config
 from langchain_herd.sessions import SessionStore
 
@@ -99,6 +100,23 @@ _RUN_KEY = "run"
 """Key of a stream's run id in the per-call options."""
 
 StructuredMethod = Literal["function_calling", "json_schema", "json_mode"]
+
+
+BATCH_CONCURRENCY = 32
+"""Most calls ``abatch`` runs at once when the config sets no ``max_concurrency`` (as many as
+sync ``batch``'s thread pool runs at most)."""
+
+
+def _bounded(
+    config: RunnableConfig | list[RunnableConfig] | None,
+) -> RunnableConfig | list[RunnableConfig]:
+    """The batch config with ``BATCH_CONCURRENCY`` where it sets no ``max_concurrency``."""
+    if isinstance(config, list):
+        return [_bounded(c) for c in config]  # type: ignore[misc]
+    config = config or {}
+    if config.get("max_concurrency") is not None:
+        return config
+    return {**config, "max_concurrency": BATCH_CONCURRENCY}
 
 
 def _call_options(config: RunnableConfig | None) -> dict[str, Any]:
@@ -179,12 +197,14 @@ class HerdRouter(BaseChatModel):
         sessions: SessionStore | None = None,
         name: str = "herd",
         ensemble: Ensemble | None = None,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
         **fields: Any,
     ) -> None:
         """Build a herd from expert objects and a classifier (or a ready ``engine``).
 
-        The routing arguments (``policy`` to ``ensemble``) are ``HerdEngine``'s, described there;
-        they are ignored when a ready ``engine`` (shared state) is given.
+        The routing arguments (``policy`` to ``max_backoff_s``) are ``HerdEngine``'s, described
+        there; they are ignored when a ready ``engine`` (shared state) is given.
 
         Args:
             experts: the herd, in preference order for ties.
@@ -226,6 +246,8 @@ class HerdRouter(BaseChatModel):
                     sessions=sessions,
                     name=name,
                     ensemble=ensemble,
+                    backoff_s=backoff_s,
+                    max_backoff_s=max_backoff_s,
                 )
         fields.setdefault("name", engine.name)
         super().__init__(engine=engine, **fields)  # type: ignore[call-arg]
@@ -248,7 +270,7 @@ class HerdRouter(BaseChatModel):
             **fields: chat model fields (``temperature``, ``max_tokens``, ``max_retries``...).
         """
         from langchain_herd.classifiers.registry import resolve_classifier
-        from langchain_herd.shared_state import state_from_config
+        from langchain_herd.shared_state import backoff_from_config, state_from_config
 
         herd = config if isinstance(config, HerdConfig) else load_config(config)
         max_retries = int(fields.get("max_retries", 0))
@@ -265,6 +287,7 @@ class HerdRouter(BaseChatModel):
         sticky = herd.router.sticky
         # Breakers and sessions: in this process, or shared by replicas through Redis.
         breaker_factory, sessions = state_from_config(herd)
+        backoff_factory = backoff_from_config(herd)
         ensemble = None
         if herd.router.ensemble is not None:
             from langchain_herd.ensembles.strategies import build_ensemble
@@ -286,6 +309,9 @@ class HerdRouter(BaseChatModel):
             breaker_factory=breaker_factory,
             name=herd.name,
             ensemble=ensemble,
+            backoff_s=herd.fallback.backpressure.backoff_s,
+            max_backoff_s=herd.fallback.backpressure.max_backoff_s,
+            backoff_factory=backoff_factory,
         )
         return cls(engine=engine, **fields)
 
@@ -362,17 +388,30 @@ class HerdRouter(BaseChatModel):
     # -- input --------------------------------------------------------------------------
 
     def _convert_input(self, model_input: LanguageModelInput) -> PromptValue:
-        # A dict, as chains often pass, holds the query under `input_key`.
-        if isinstance(model_input, Mapping):
-            return ChatPromptValue(messages=to_messages(model_input, self.input_key))
-        try:
+        if isinstance(model_input, (str, PromptValue)):
             return super()._convert_input(model_input)
-        except (ValueError, TypeError, NotImplementedError) as exc:
-            raise InputError(
-                f"cannot route input of type {type(model_input).__name__}: {exc}; pass a "
-                f"string, a list of messages, a PromptValue, or a dict with key "
-                f"{self.input_key!r}"
-            ) from exc
+        # A dict, as chains often pass, holds the query under `input_key`; bytes, other types
+        # and unreadable message lists get an InputError that says what to pass instead.
+        return ChatPromptValue(messages=to_messages(model_input, self.input_key))
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """``ainvoke`` over many inputs, at most ``BATCH_CONCURRENCY`` at a time unless the
+        config's ``max_concurrency`` says otherwise (LangChain's default is unbounded: a
+        batch of 10,000 would open 10,000 expert calls at once; sync ``batch`` is bounded by
+        its thread pool)."""
+        return await super().abatch(
+            inputs,
+            _bounded(config),
+            return_exceptions=return_exceptions,
+            **kwargs,
+        )
 
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
@@ -441,6 +480,7 @@ class HerdRouter(BaseChatModel):
         if isinstance(model, str) and model not in ("herd", self.engine.name):
             served_model = self._resolve_model(model, options)
         bound = self._standard_params(stop, kwargs)
+        check_params(bound)
         policy = options.get(POLICY_KEY)
         query = options.get(QUERY_KEY)
         if query is None and self.query is not None:
@@ -485,6 +525,8 @@ class HerdRouter(BaseChatModel):
             if value is not None:
                 bound.setdefault(key, value)
         stops = stop if stop is not None else self.stop
+        if isinstance(stops, str):  # OpenAI's API takes one stop sequence as a string
+            stops = [stops]
         if stops:
             bound["stop"] = list(stops)
         return bound

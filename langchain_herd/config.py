@@ -330,6 +330,25 @@ class BreakerConfig(_Strict):
     """How long an open breaker skips its expert before one probe request is let through."""
 
 
+class BackpressureConfig(_Strict):
+    """What a 429 (overloaded) does: the expert is skipped for a while, never counted by its
+    breaker, and the request moves on (``langchain_herd.backpressure``)."""
+
+    backoff_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    """Seconds an expert that answered 429 without ``Retry-After`` is skipped."""
+    max_backoff_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    """The longest back-off, whatever the server's ``Retry-After`` says."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BackpressureConfig:
+        if self.backoff_s > self.max_backoff_s:
+            raise ValueError(
+                f"backoff_s ({self.backoff_s}) exceeds max_backoff_s ({self.max_backoff_s}); "
+                f"raise max_backoff_s or lower backoff_s"
+            )
+        return self
+
+
 class FallbackConfig(_Strict):
     """What happens when an expert fails."""
 
@@ -343,6 +362,8 @@ class FallbackConfig(_Strict):
     YAML reads a bare ``on`` key as the boolean true.)"""
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     """Circuit breaker settings."""
+    backpressure: BackpressureConfig = Field(default_factory=BackpressureConfig)
+    """Back-off of an overloaded (429) expert."""
 
 
 class AuthConfig(_Strict):
@@ -398,6 +419,9 @@ class LocalServerConfig(_Strict):
     """Longest input plus output, as TGI's ``--max-total-tokens``."""
     max_concurrent_requests: int = Field(default=8, ge=1)
     """In-flight requests beyond this get HTTP 429, as in TGI."""
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1)
+    """Larger request bodies get HTTP 413 before they are read (``herd serve
+    --max-body-bytes``; the default 2 MiB fits any prompt a context window takes)."""
 
     @property
     def url(self) -> str:
@@ -546,6 +570,8 @@ def parse_config(
         config = HerdConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: config nested too deeply to validate") from None
     config._base_dir = base_dir or Path.cwd()
     if resolve_secrets:
         for auth in config.auth:
@@ -616,6 +642,14 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> HerdConfig
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply to read; flatten it") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot be read ({exc})") from None
     return parse_config(
         data, source=source, base_dir=file.resolve().parent, resolve_secrets=resolve_secrets
     )

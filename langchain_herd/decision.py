@@ -92,14 +92,14 @@ class RouteDecision(BaseModel):
     excluded: dict[str, str] = Field(default_factory=dict)
     """Experts left out of the ranking because they cannot honour the request, with why."""
     notes: dict[str, str] = Field(default_factory=dict)
-    """Remarks on experts that did not change the route, e.g. an input limit that could not
-    be checked."""
+    """Remarks that did not change the route, e.g. an input limit that could not be checked,
+    or (``query``) that the classifier read only part of a very long query."""
     pinned: str | None = None
     """The expert pinned for this call (``configurable``), if any."""
     sticky: str | None = None
     """Why the route was held to an earlier expert (tool loop, thread), if it was."""
     skipped: dict[str, str] = Field(default_factory=dict)
-    """Experts passed over without a call, with why (e.g. an open breaker)."""
+    """Experts passed over without a call, with why (an open breaker, a back-off after 429)."""
     attempts: list[Attempt] = Field(default_factory=list)
     """Every expert call in order."""
     streaming: str | None = None

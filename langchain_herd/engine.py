@@ -22,6 +22,12 @@ from typing import Any, Protocol
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 
+from langchain_herd.backpressure import (
+    DEFAULT_BACKOFF_S,
+    DEFAULT_MAX_BACKOFF_S,
+    Backoff,
+    BackPressure,
+)
 from langchain_herd.breaker import Breaker, CircuitBreaker
 from langchain_herd.capabilities import Requirements
 from langchain_herd.classifiers.base import Classifier
@@ -33,12 +39,19 @@ from langchain_herd.errors import (
     CapabilityError,
     ConfigError,
     EmptyAnswerError,
+    ExpertsOverloadedError,
     InputError,
     StreamInterruptedError,
 )
 from langchain_herd.experts import Expert
 from langchain_herd.failures import Failure, classify_failure
-from langchain_herd.inputs import QueryMode, query_text
+from langchain_herd.inputs import (
+    QueryMode,
+    check_messages,
+    check_text,
+    classifier_text,
+    query_text,
+)
 from langchain_herd.policies import ArgmaxPolicy, Policy
 from langchain_herd.sessions import InMemorySessions, SessionStore
 
@@ -57,6 +70,15 @@ AsyncExpertStream = Callable[[Expert, list[BaseMessage]], AsyncIterator[BaseMess
 #: Failure kinds caused by the request itself (too long, a feature this expert lacks, a
 #: bad parameter): another expert may take it, but they say nothing of the expert's health.
 REQUEST_FAULTS: frozenset[FailureKind] = frozenset({"invalid_input", "client_error"})
+#: Failure kinds that say the expert is busy, not broken: back-pressure (``backpressure.py``),
+#: never a breaker failure.
+BUSY_FAULTS: frozenset[FailureKind] = frozenset({"rate_limited"})
+
+BACKOFF_SKIP = "backing off after HTTP 429 (overloaded)"
+"""Start of ``decision.skipped``'s reason for an expert skipped while it is backed off."""
+NO_CHUNKS = frozenset({"No generation chunks were returned", "No generations found in stream."})
+"""LangChain's ``ValueError`` messages for a chat model whose stream ended without a single
+chunk (``stream`` / ``astream``, and ``generate_from_stream`` under an ``invoke``)."""
 
 
 @dataclass
@@ -199,6 +221,7 @@ class _Trial:
     def succeeded(self) -> None:
         self.settled = True
         self.engine.breakers[self.name].record_success()
+        self.engine.pressure.answered(self.name)
         self.decision.attempts.append(
             Attempt(expert=self.name, ok=True, latency_ms=self.elapsed_ms())
         )
@@ -222,7 +245,11 @@ class _Trial:
             )
         )
         breaker = self.engine.breakers[self.name]
-        if failure is None or failure.kind in REQUEST_FAULTS:
+        if failure is not None and failure.kind in BUSY_FAULTS:
+            # Busy, not broken: back off instead of counting towards an outage.
+            self.engine.pressure.overloaded(self.name, failure)
+            breaker.release_probe()
+        elif failure is None or failure.kind in REQUEST_FAULTS:
             # The request's own fault (or a bug): the breaker measures expert health only.
             breaker.release_probe()
         else:
@@ -268,6 +295,9 @@ class HerdEngine:
         breaker_factory: Callable[[str], Breaker] | None = None,
         name: str = "herd",
         ensemble: Ensemble | None = None,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+        backoff_factory: Callable[[str], Backoff] | None = None,
     ) -> None:
         """Build the engine.
 
@@ -290,6 +320,11 @@ class HerdEngine:
             name: the herd's name in traces.
             ensemble: answer with several experts (a cascade, vote or mixture-of-agents from
                 ``langchain_herd.ensembles``); None routes each query to one expert.
+            backoff_s: how long an expert that answered 429 without ``Retry-After`` is
+                skipped (``langchain_herd.backpressure``); never a breaker failure.
+            max_backoff_s: the longest back-off, ``Retry-After`` included.
+            backoff_factory: makes each expert's back-off from its name (shared state across
+                replicas); default in-process.
         """
         if not experts:
             raise ConfigError("a herd needs at least one expert")
@@ -313,6 +348,12 @@ class HerdEngine:
             lambda _name: CircuitBreaker(breaker_threshold, breaker_cooldown_s)
         )
         self.breakers: dict[str, Breaker] = {name: make_breaker(name) for name in self.experts}
+        self.pressure = BackPressure(
+            list(self.experts),
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            backoff_factory=backoff_factory,
+        )
         self.query_mode: QueryMode = query_mode
         self.sticky_margin = sticky_margin
         self.sessions: SessionStore = sessions if sessions is not None else InMemorySessions()
@@ -357,12 +398,17 @@ class HerdEngine:
         """Score, rank, apply capabilities, pins and sticky routes; call nobody.
 
         Raises:
-            InputError: the pinned expert is not in the herd.
+            InputError: the pinned expert is not in the herd, or the input cannot be answered
+                (no user turn, an empty latest turn, text that is not valid Unicode).
             CapabilityError: no expert (or not the pinned one) can honour the request.
             ContextLengthError: (a ``CapabilityError``) the input is too long for every expert
                 that could take it, or for the pinned one.
         """
-        text = request.query if request.query is not None else self.query_of(request.messages)
+        check_messages(request.messages)
+        if request.query is not None:
+            check_text(request.query, "the routing query (herd_query)")
+        full = request.query if request.query is not None else self.query_of(request.messages)
+        text, cut = classifier_text(full)
         started = time.perf_counter()
         proba = self.classifier.predict_proba([text])
         classify_ms = (time.perf_counter() - started) * 1000
@@ -384,6 +430,8 @@ class HerdEngine:
             classify_ms=classify_ms,
             requirements=request.needs.describe(),
         )
+        if cut is not None:
+            decision.notes["query"] = cut
         self._apply_capabilities(decision, request)
         if request.pin is not None:
             decision.pinned = request.pin
@@ -508,7 +556,12 @@ class HerdEngine:
             yield name
 
     def admit(self, decision: RouteDecision, name: str) -> bool:
-        """Whether ``name``'s breaker lets a call through; if not, the skip is recorded."""
+        """Whether ``name`` may be called now (not backed off after a 429, its breaker lets
+        the call through); if not, the skip is recorded."""
+        backing_off = self.pressure.remaining_s(name)
+        if backing_off > 0:
+            decision.skipped[name] = f"{BACKOFF_SKIP}; next call in {backing_off:.1f}s"
+            return False
         breaker = self.breakers[name]
         if breaker.allow():
             return True
@@ -518,6 +571,21 @@ class HerdEngine:
             f"next probe in {status.retry_in_s:.1f}s"
         )
         return False
+
+    def failed(self, decision: RouteDecision) -> AllExpertsFailedError:
+        """The error for a request no expert answered: ``ExpertsOverloadedError`` when each
+        expert that could take it was overloaded (429) or backing off, so the caller knows to
+        retry later rather than that the herd is broken."""
+        busy = [a for a in decision.attempts if a.failure in BUSY_FAULTS]
+        backed_off = [n for n, why in decision.skipped.items() if why.startswith(BACKOFF_SKIP)]
+        others = [a for a in decision.attempts if a.failure not in BUSY_FAULTS]
+        if others or not (busy or backed_off):
+            return AllExpertsFailedError(decision)
+        waits = [
+            self.pressure.remaining_s(name) for name in {*backed_off, *(a.expert for a in busy)}
+        ]
+        waits = [wait for wait in waits if wait > 0]
+        return ExpertsOverloadedError(decision, min(waits) if waits else self.pressure.backoff_s)
 
     # -- attempts -----------------------------------------------------------------------
 
@@ -540,7 +608,7 @@ class HerdEngine:
             outcome = self.attempt(decision, name, messages, call)
             if outcome.answer is not None:
                 return outcome.answer
-        raise AllExpertsFailedError(decision)
+        raise self.failed(decision)
 
     async def ainvoke(
         self, decision: RouteDecision, messages: list[BaseMessage], call: AsyncExpertCall
@@ -552,7 +620,7 @@ class HerdEngine:
             outcome = await self.aattempt(decision, name, messages, call)
             if outcome.answer is not None:
                 return outcome.answer
-        raise AllExpertsFailedError(decision)
+        raise self.failed(decision)
 
     def attempt(
         self, decision: RouteDecision, name: str, messages: list[BaseMessage], call: ExpertCall
@@ -571,9 +639,12 @@ class HerdEngine:
             if not has_answer(answer):
                 raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
         except Exception as exc:
-            failure = trial.failed(exc)
+            error = _as_empty_answer(exc, name)
+            failure = trial.failed(error)
             if failure is None:
-                raise
+                if error is exc:
+                    raise
+                raise error from exc
             return Outcome(name, None, failure, trial.elapsed_ms())
         finally:
             trial.abandon()
@@ -595,9 +666,12 @@ class HerdEngine:
             if not has_answer(answer):
                 raise EmptyAnswerError(f"expert {name!r} returned an empty answer")
         except Exception as exc:
-            failure = trial.failed(exc)
+            error = _as_empty_answer(exc, name)
+            failure = trial.failed(error)
             if failure is None:
-                raise
+                if error is exc:
+                    raise
+                raise error from exc
             return Outcome(name, None, failure, trial.elapsed_ms())
         finally:
             trial.abandon()
@@ -634,10 +708,10 @@ class HerdEngine:
         for name in self.candidates(decision, names):
             opened = self._open_stream(name, decision, messages, stream)
             if opened is not None:
-                trial, chunks, held = opened
-                yield from self._rest_of_stream(trial, chunks, held)
+                trial, chunks, held, deadline = opened
+                yield from self._rest_of_stream(trial, chunks, held, deadline)
                 return
-        raise AllExpertsFailedError(decision)
+        raise self.failed(decision)
 
     def _open_stream(
         self,
@@ -645,13 +719,18 @@ class HerdEngine:
         decision: RouteDecision,
         messages: list[BaseMessage],
         call: ExpertStream,
-    ) -> tuple[_Trial, Iterator[BaseMessage], list[BaseMessage]] | None:
+    ) -> tuple[_Trial, Iterator[BaseMessage], list[BaseMessage], Deadline] | None:
+        expert = self.experts[name]
         trial = _Trial(self, decision, name)
         held: list[BaseMessage] = []
+        # A sync read cannot be interrupted: the deadline is checked as each chunk arrives, so
+        # a trickle ends at most one read timeout (the client's, also ``timeout_s``) past it.
+        deadline = Deadline(expert.timeout_s)
         stream: Iterator[BaseMessage] = iter(())
         try:
-            stream = iter(call(self.experts[name], messages))
+            stream = iter(call(expert, messages))
             for chunk in stream:
+                deadline.check()
                 held.append(chunk)
                 if has_answer(chunk):
                     break
@@ -659,21 +738,33 @@ class HerdEngine:
                 raise EmptyAnswerError(f"expert {name!r} streamed no answer")
         except Exception as exc:
             _close(stream)
-            if trial.failed(exc) is None:
-                raise
+            failure = _as_empty_answer(exc, name)
+            if trial.failed(failure) is None:
+                if failure is exc:
+                    raise
+                raise failure from exc
             return None
         except BaseException:
+            _close(stream)
             trial.abandon()
             raise
         decision.streaming = name
-        return trial, stream, held
+        return trial, stream, held, deadline
 
     def _rest_of_stream(
-        self, trial: _Trial, stream: Iterator[BaseMessage], held: list[BaseMessage]
+        self,
+        trial: _Trial,
+        stream: Iterator[BaseMessage],
+        held: list[BaseMessage],
+        deadline: Deadline,
     ) -> Iterator[AIMessageChunk]:
         sent: list[str] = []
         try:
-            for chunk in _chain(held, stream):
+            for chunk in held:
+                sent.append(chunk.text)
+                yield _unpositioned(chunk)
+            for chunk in stream:
+                deadline.check()
                 sent.append(chunk.text)
                 yield _unpositioned(chunk)
         except Exception as exc:
@@ -681,6 +772,8 @@ class HerdEngine:
             raise StreamInterruptedError(trial.name, "".join(sent), exc) from exc
         finally:
             trial.abandon()
+            # Also on a deadline or a caller that stopped: free the expert's connection now.
+            _close(stream)
         trial.succeeded()
 
     async def astream(
@@ -717,7 +810,7 @@ class HerdEngine:
                 async for chunk in self._arest_of_stream(trial, chunks, held, deadline):
                     yield chunk
                 return
-        raise AllExpertsFailedError(decision)
+        raise self.failed(decision)
 
     async def _aopen_stream(
         self,
@@ -743,8 +836,11 @@ class HerdEngine:
                     break
         except Exception as exc:
             await _aclose(stream)
-            if trial.failed(exc) is None:
-                raise
+            failure = _as_empty_answer(exc, name)
+            if trial.failed(failure) is None:
+                if failure is exc:
+                    raise
+                raise failure from exc
             return None
         except BaseException:
             await _aclose(stream)
@@ -781,9 +877,14 @@ class HerdEngine:
         trial.succeeded()
 
 
-def _chain(held: list[BaseMessage], stream: Iterator[BaseMessage]) -> Iterator[BaseMessage]:
-    yield from held
-    yield from stream
+def _as_empty_answer(exc: Exception, name: str) -> Exception:
+    """LangChain's bare ``ValueError`` for a stream without a single chunk is an empty answer,
+    which falls back like any other empty answer."""
+    if type(exc) is ValueError and str(exc) in NO_CHUNKS:
+        empty = EmptyAnswerError(f"expert {name!r} streamed no answer (not a single chunk)")
+        empty.__cause__ = exc
+        return empty
+    return exc
 
 
 def _unpositioned(chunk: BaseMessage) -> AIMessageChunk:
@@ -809,9 +910,15 @@ class Deadline:
         try:
             return await asyncio.wait_for(awaitable, remaining)
         except asyncio.TimeoutError:
-            raise TimeoutError(
-                f"no complete answer within the {self.seconds:g}s deadline"
-            ) from None
+            raise self._expired() from None
+
+    def check(self) -> None:
+        """Raise ``TimeoutError`` once the deadline has passed (sync streams, per chunk)."""
+        if self.expires is not None and time.monotonic() > self.expires:
+            raise self._expired()
+
+    def _expired(self) -> TimeoutError:
+        return TimeoutError(f"no complete answer within the {self.seconds:g}s deadline")
 
 
 async def _no_chunks() -> AsyncIterator[BaseMessage]:

@@ -61,6 +61,24 @@ class AllExpertsFailedError(HerdError, RuntimeError):
         super().__init__("\n".join(lines))
 
 
+class ExpertsOverloadedError(AllExpertsFailedError):
+    """Every expert that could answer is overloaded (429) or backing off after one: back-pressure,
+    not an outage (no breaker counts it). Retry after ``retry_after_s``, or send less at once.
+
+    Attributes:
+        retry_after_s: seconds until the first expert's back-off ends (a hint for the caller's
+            retry; ``serve-router`` sends it as ``Retry-After``).
+    """
+
+    def __init__(self, decision: RouteDecision, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(decision)
+        self.args = (
+            f"every expert is overloaded (HTTP 429) or backing off after one; retry in "
+            f"{retry_after_s:.1f}s or lower the request rate\n{self.args[0]}",
+        )
+
+
 class StreamInterruptedError(HerdError, ConnectionError):
     """An expert's stream broke after tokens were already sent, so no fallback was possible.
 

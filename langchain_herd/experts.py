@@ -7,10 +7,10 @@ speaks ``/v1/chat/completions`` as TGI, vLLM and SGLang serve it. Either way the
 returns an ``AIMessage``.
 
 Auth: langchain-huggingface drops explicit tokens for non-hub URLs, but huggingface_hub
-still falls back to ``HF_TOKEN`` from the environment for every request, so a local or
-third-party endpoint would receive the user's hub token. The clients built here set the
-``authorization`` header explicitly: the configured token for endpoints it belongs to,
-an empty value for all others.
+still falls back to ``HF_TOKEN`` (or the token ``hf auth login`` saved) for every request,
+and the openai client to ``OPENAI_API_KEY``, so a local or third-party endpoint would
+receive the user's own tokens. The clients built here send the configured token to the
+endpoints it belongs to and no ``Authorization`` header at all to the others.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class Expert:
     system_prompt: str | None = None
     """Prepended as a system message to every request it gets."""
     timeout_s: float | None = None
-    """Whole-request deadline for async calls (sync calls rely on the client's timeout)."""
+    """Whole-request deadline: async calls are cancelled at it, sync streams check it per chunk
+    (a sync ``invoke`` on the TGI route relies on the client's per-read timeout)."""
     cost: float = 1.0
     """Relative cost of a call."""
     capabilities: Capabilities | None = None
@@ -329,8 +330,10 @@ def _binds_tools(model: Any) -> bool:
 
 
 def _auth_headers(token: SecretStr | None) -> dict[str, str]:
-    # An explicit (possibly empty) header overrides huggingface_hub's implicit HF_TOKEN.
-    return {"authorization": f"Bearer {token.get_secret_value()}" if token else ""}
+    # An explicit header overrides huggingface_hub's implicit token (HF_TOKEN, or the one
+    # saved by `hf auth login`); a None value makes the client leave the header out.
+    value = f"Bearer {token.get_secret_value()}" if token else None
+    return cast(dict[str, str], {"authorization": value})
 
 
 def _endpoint(config: ExpertConfig, token: SecretStr | None, **params: Any) -> Any:
@@ -338,7 +341,12 @@ def _endpoint(config: ExpertConfig, token: SecretStr | None, **params: Any) -> A
     from langchain_huggingface import HuggingFaceEndpoint
 
     llm = HuggingFaceEndpoint(
-        endpoint_url=config.url, timeout=max(1, round(config.timeout_s)), **params
+        endpoint_url=config.url,
+        timeout=max(1, round(config.timeout_s)),
+        # Unset, it would keep HUGGINGFACEHUB_API_TOKEN from the environment as a plain
+        # string (in `model_dump()`, serialised runs); its clients are replaced below anyway.
+        huggingfacehub_api_token=None,
+        **params,
     )
     headers = _auth_headers(token)
     llm.client = InferenceClient(model=config.url, timeout=config.timeout_s, headers=headers)

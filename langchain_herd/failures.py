@@ -12,7 +12,9 @@ router re-raises instead of hiding them behind a fallback.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
 
 import httpx
 import openai
@@ -40,6 +42,8 @@ class Failure:
     kind: FailureKind
     message: str
     status_code: int | None = None
+    retry_after_s: float | None = None
+    """Seconds the server asked the caller to wait (``Retry-After``), when it said."""
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -49,6 +53,36 @@ def _status_of(exc: BaseException) -> int | None:
         if isinstance(status, int):
             return status
     return None
+
+
+def _retry_after_of(exc: BaseException) -> float | None:
+    """The ``Retry-After`` of the failed response, in seconds (delta-seconds or an HTTP date)."""
+    for candidate in (exc, exc.__cause__):
+        headers = getattr(getattr(candidate, "response", None), "headers", None)
+        value = headers.get("retry-after") if headers is not None else None
+        if value:
+            return parse_retry_after(str(value))
+    return None
+
+
+def parse_retry_after(value: str) -> float | None:
+    """``Retry-After`` as seconds from now; None when it is neither form HTTP allows.
+
+    Example:
+        >>> parse_retry_after("2"), parse_retry_after("soon")
+        (2.0, None)
+    """
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(seconds, 0.0)
 
 
 def _kind_for_status(status: int) -> FailureKind:
@@ -83,7 +117,35 @@ def _body_reason(body: object) -> str | None:
 
 
 def classify_failure(exc: BaseException) -> Failure | None:
-    """Return the failure kind of an expert's exception, or None if it is not one."""
+    """Return the failure kind of an expert's exception, or None if it is not one.
+
+    A ``rate_limited`` failure carries the server's ``Retry-After`` when it sent one.
+    """
+    failure = _classify(exc)
+    if failure is not None and failure.kind == "rate_limited":
+        return replace(failure, retry_after_s=_retry_after_of(exc))
+    return failure
+
+
+def _in_stream_kind(body: object) -> FailureKind:
+    """The kind of an error event inside an OpenAI-protocol stream.
+
+    TGI sends an overload as ``{"error": "Model is overloaded", "error_type": "overloaded"}``
+    and the openai client keeps only the text; vLLM and SGLang send an OpenAI error object
+    with a ``code``. An overload is back-pressure, not a broken expert.
+    """
+    if isinstance(body, dict):
+        code = body.get("code")
+        overload_types = {"overloaded", "rate_limit_exceeded"}
+        if code in (429, "429") or body.get("type") in overload_types:
+            return "rate_limited"
+        body = body.get("message")
+    if isinstance(body, str) and "overloaded" in body.lower():
+        return "rate_limited"
+    return "generation_error"
+
+
+def _classify(exc: BaseException) -> Failure | None:
     status = _status_of(exc)
     message = _message(exc)
     if isinstance(exc, EmptyAnswerError):
@@ -111,8 +173,9 @@ def classify_failure(exc: BaseException) -> Failure | None:
         detailed = f"{message}: {reason}" if reason else message
         return Failure(_kind_for_status(exc.status_code), detailed, exc.status_code)
     if isinstance(exc, openai.APIError):
-        # An error event inside a stream (TGI's `data: {"error": ...}`): no HTTP status.
-        return Failure("generation_error", message, status)
+        # An error event inside a stream (TGI's `data: {"error": ...}`): no HTTP status, and
+        # the client keeps only the event's "error" value, so TGI's error_type is lost.
+        return Failure(_in_stream_kind(exc.body), message, status)
     if isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)):
         return Failure("timeout", message, status)
     if isinstance(exc, (HfHubHTTPError, httpx.HTTPStatusError)):

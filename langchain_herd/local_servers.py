@@ -55,6 +55,8 @@ def server_command(server: LocalServerConfig) -> list[str]:
         str(server.max_total_tokens),
         "--max-concurrent-requests",
         str(server.max_concurrent_requests),
+        "--max-body-bytes",
+        str(server.max_body_bytes),
     ]
 
 

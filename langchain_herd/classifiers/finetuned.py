@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from langchain_herd._version import __version__
+from langchain_herd.artifact_files import check_folder, check_tokenizer_paths
 from langchain_herd.classifiers.base import CONFIG_FILE, SavedClassifier
 from langchain_herd.classifiers.embedding import (
     MODES,
@@ -198,11 +199,18 @@ class FinetunedClassifier(SavedClassifier):
             )
         labels = config["labels"]
         id2label = config.get("id2label") or {}
-        if id2label and [id2label[k] for k in sorted(id2label, key=int)] != labels:
+        try:
+            ordered = [id2label[k] for k in sorted(id2label, key=int)] if id2label else labels
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(f"{where}: id2label is malformed ({exc})") from exc
+        if ordered != labels:
             raise ArtifactError(
-                f"{where}: labels {labels} differ from the model's id2label "
-                f"{[id2label[k] for k in sorted(id2label, key=int)]}; the config was edited"
+                f"{where}: labels {labels} differ from the model's id2label {ordered}; "
+                "the config was edited"
             )
+        # Files reached through symlinks or tokenizer settings must stay in this folder.
+        check_folder(path)
+        check_tokenizer_paths(path)
         if not (path / WEIGHTS_FILE).is_file():
             raise ArtifactError(
                 f"{path}: {WEIGHTS_FILE} is missing (weights load from safetensors only; "
@@ -214,8 +222,11 @@ class FinetunedClassifier(SavedClassifier):
                 model = AutoModelForSequenceClassification.from_pretrained(
                     str(path), local_files_only=True, use_safetensors=True
                 )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ArtifactError(f"{path}: could not load the fine-tuned model ({exc})") from exc
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError, RecursionError) as exc:
+            raise ArtifactError(
+                f"{path}: could not load the fine-tuned model ({type(exc).__name__}: "
+                f"{str(exc)[:500]}); re-save it with save_pretrained"
+            ) from exc
         try:
             return cls(
                 model=model,
@@ -225,5 +236,5 @@ class FinetunedClassifier(SavedClassifier):
                 max_length=int(config.get("max_length") or 256),
                 metadata=config.get("metadata") or {},
             )
-        except ArtifactError as exc:
+        except (TypeError, ValueError) as exc:
             raise ArtifactError(f"{path}: {exc}") from exc

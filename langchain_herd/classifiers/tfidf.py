@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from langchain_herd._version import __version__
+from langchain_herd.artifact_files import check_folder, load_safetensors, read_json
 from langchain_herd.classifiers.base import CONFIG_FILE, SavedClassifier
 from langchain_herd.errors import ArtifactError, InputError
 
@@ -40,6 +41,15 @@ __all__ = ["DEFAULT_TOKEN_PATTERN", "TfidfClassifier", "TfidfCorrectnessClassifi
 
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 """scikit-learn's default word pattern: runs of two or more word characters."""
+
+MAX_PATTERN_LENGTH = 256
+"""Longest token regex an artifact may carry."""
+MAX_NGRAM = 5
+"""Largest word n-gram: each query emits up to ``MAX_NGRAM`` terms per token."""
+MAX_FEATURES = 5_000_000
+"""Most vocabulary terms an artifact may hold (the weights grow with labels x terms)."""
+MAX_LABELS = 10_000
+"""Most labels an artifact may hold."""
 
 WEIGHTS_FILE = "model.safetensors"
 VOCAB_FILE = "vocab.json"
@@ -245,9 +255,6 @@ class _TfidfLinear(SavedClassifier):
 
     @classmethod
     def _load(cls, path: Path, config: dict[str, Any]) -> _TfidfLinear:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
         where = path / CONFIG_FILE
         version = config.get("format_version")
         if version != FORMAT_VERSION:
@@ -274,8 +281,17 @@ class _TfidfLinear(SavedClassifier):
             raise ArtifactError(
                 f"{where}: missing or malformed tokenizer/tfidf setting ({exc})"
             ) from exc
-        if len(settings["ngram_range"]) != 2:
-            raise ArtifactError(f"{where}: tokenizer.ngram_range must be two integers")
+        ngrams = settings["ngram_range"]
+        if len(ngrams) != 2 or not all(type(n) is int for n in ngrams):
+            raise ArtifactError(
+                f"{where}: tokenizer.ngram_range must be two integers, got {list(ngrams)!r}"
+            )
+        labels = config["labels"]
+        if len(labels) > MAX_LABELS or not all(isinstance(label, str) for label in labels):
+            raise ArtifactError(
+                f"{where}: labels must be at most {MAX_LABELS} strings; the config is damaged"
+            )
+        check_folder(path)
         vocab_path = path / VOCAB_FILE
         weights_path = path / WEIGHTS_FILE
         for required in (vocab_path, weights_path):
@@ -284,16 +300,15 @@ class _TfidfLinear(SavedClassifier):
                     f"{path}: {required.name} is missing; a {cls.kind} artifact holds "
                     f"{CONFIG_FILE}, {VOCAB_FILE} and {WEIGHTS_FILE}"
                 )
-        try:
-            vocabulary = json.loads(vocab_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{vocab_path}: not valid JSON ({exc})") from exc
+        vocabulary = read_json(vocab_path)
         if not isinstance(vocabulary, list) or not all(isinstance(t, str) for t in vocabulary):
             raise ArtifactError(f"{vocab_path}: expected a JSON list of term strings")
-        try:
-            tensors = load_file(str(weights_path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ArtifactError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
+        if len(vocabulary) > MAX_FEATURES:
+            raise ArtifactError(
+                f"{vocab_path}: {len(vocabulary)} terms, more than the {MAX_FEATURES} allowed; "
+                "retrain with a smaller max_features"
+            )
+        tensors = load_safetensors(weights_path)
         missing = {"idf", "coef", "intercept"} - set(tensors)
         if missing:
             raise ArtifactError(f"{weights_path}: missing tensor(s) {', '.join(sorted(missing))}")
@@ -313,7 +328,7 @@ class _TfidfLinear(SavedClassifier):
                 metadata=config.get("metadata") or {},
                 **settings,
             )
-        except ArtifactError as exc:
+        except (ArtifactError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{path}: {exc}") from exc
 
 
@@ -723,21 +738,80 @@ def _typed(value: Any, kind: type, name: str) -> Any:
 
 
 def _check_settings(token_pattern: str, ngram_range: tuple[int, int], norm: Any) -> None:
+    if not isinstance(token_pattern, str) or len(token_pattern) > MAX_PATTERN_LENGTH:
+        raise ArtifactError(
+            f"token_pattern must be a regex of at most {MAX_PATTERN_LENGTH} characters, got "
+            f"{str(token_pattern)[:80]!r}...; use a simple word pattern such as "
+            f"{DEFAULT_TOKEN_PATTERN!r}"
+        )
     try:
-        groups = re.compile(token_pattern).groups
-    except (re.error, TypeError) as exc:
+        compiled = re.compile(token_pattern)
+    except (re.error, TypeError, RecursionError, OverflowError) as exc:
         raise ArtifactError(
             f"token_pattern {token_pattern!r} is not a valid regex ({exc})"
         ) from exc
-    if groups > 1:
+    if compiled.groups > 1:
         raise ArtifactError(
-            f"token_pattern {token_pattern!r} has {groups} capture groups; at most one is allowed"
+            f"token_pattern {token_pattern!r} has {compiled.groups} capture groups; at most "
+            "one is allowed"
+        )
+    risk = _backtracking_risk(token_pattern)
+    if risk:
+        raise ArtifactError(
+            f"token_pattern {token_pattern!r} {risk}, which can backtrack exponentially (one "
+            f"query could take minutes); use a pattern without it, e.g. {DEFAULT_TOKEN_PATTERN!r}"
         )
     low, high = ngram_range
-    if not 1 <= low <= high:
-        raise ArtifactError(f"ngram_range {ngram_range} must satisfy 1 <= min <= max")
+    if not 1 <= low <= high <= MAX_NGRAM:
+        raise ArtifactError(
+            f"ngram_range {ngram_range} must satisfy 1 <= min <= max <= {MAX_NGRAM}"
+        )
     if norm not in _NORMS:
         raise ArtifactError(f"norm {norm!r} is not one of 'l1', 'l2' or None")
+
+
+def _backtracking_risk(pattern: str) -> str | None:
+    """What makes ``pattern`` prone to catastrophic backtracking, or None.
+
+    Python's ``re`` backtracks, and no linear-time engine reproduces its Unicode ``\\b`` and
+    ``\\w`` exactly (RE2's are ASCII), which scikit-learn equivalence needs. So the parse
+    tree is checked for the constructs behind exponential blow-up instead: a quantifier
+    inside a quantifier (``(a+)+``), an alternation under a quantifier (``(a|aa)+``) and
+    backreferences. Single-level patterns such as the default are linear or polynomial.
+    """
+    try:
+        import re._constants as sre_constants  # type: ignore[import-not-found]
+        import re._parser as sre_parse  # type: ignore[import-not-found]
+    except ImportError:  # Python 3.10
+        import sre_constants
+        import sre_parse
+    repeats = {sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT}
+    repeats |= {getattr(sre_constants, "POSSESSIVE_REPEAT", sre_constants.MAX_REPEAT)}
+
+    def walk(items: Any, under_repeat: bool) -> str | None:
+        for op, arg in items:
+            if op in repeats:
+                _, high, body = arg
+                if under_repeat and high > 1:
+                    return "nests a quantifier inside a quantifier"
+                found = walk(body, under_repeat or high > 1)
+            elif op is sre_constants.SUBPATTERN:
+                found = walk(arg[-1], under_repeat)
+            elif op is sre_constants.BRANCH:
+                if under_repeat:
+                    return "repeats an alternation"
+                found = next((r for b in arg[1] if (r := walk(b, under_repeat))), None)
+            elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+                found = walk(arg[1], under_repeat)
+            elif op in (sre_constants.GROUPREF, sre_constants.GROUPREF_EXISTS):
+                return "uses a backreference"
+            else:
+                found = None
+            if found:
+                return found
+        return None
+
+    return walk(sre_parse.parse(pattern), False)
 
 
 def _check_weights(

@@ -1,9 +1,14 @@
 """``create_router_app``: the herd behind one OpenAI-compatible HTTP endpoint.
 
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models`` (and ``/v1/models/{id}``),
-``GET /health`` and ``GET /metrics``. Any OpenAI client works against it; what the herd adds
-(the decision, sticky threads, pins) rides in headers, an extra ``herd`` body field and
-``model`` ids, all of which such a client can ignore.
+``GET /health``, ``GET /info`` (the endpoint's settings and limits) and ``GET /metrics``.
+Any OpenAI client works against it; what the herd adds (the decision, sticky threads, pins)
+rides in headers, an extra ``herd`` body field and ``model`` ids, all of which such a client
+can ignore.
+
+Every request passes :class:`~langchain_herd.http_limits.HttpLimitsMiddleware`: bodies over
+``max_body_bytes`` get 413 before they are read, slow bodies 408, and a client that leaves
+before its answer cancels the call to the expert (which stops its generation).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from langchain_herd._version import __version__
 from langchain_herd.chat_models import HerdRouter
 from langchain_herd.endpoint.auth import ApiKeyMiddleware, keys_from_env
 from langchain_herd.endpoint.body import DEFAULT_MAX_BODY_BYTES
@@ -29,6 +35,14 @@ from langchain_herd.endpoint.health import HealthMonitor, expert_health
 from langchain_herd.endpoint.metrics import CONTENT_TYPE, RequestMetricsMiddleware, RouterMetrics
 from langchain_herd.endpoint.openai_errors import ApiError
 from langchain_herd.endpoint.to_langchain import EXPERT_PREFIX, HERD_MODEL
+from langchain_herd.http_limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    HttpCounters,
+    HttpLimits,
+    HttpLimitsMiddleware,
+    openai_error_shape,
+)
 
 
 def create_router_app(
@@ -37,6 +51,8 @@ def create_router_app(
     api_keys: Sequence[str | SecretStr] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     health_interval_s: float = 10.0,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
 ) -> Starlette:
     """Build the endpoint's ASGI app over a router.
 
@@ -46,6 +62,9 @@ def create_router_app(
             ``/health``; None reads ``HERD_ROUTER_API_KEYS``, empty turns auth off.
         max_body_bytes: larger request bodies get 413 before they are read.
         health_interval_s: seconds between background probes of each expert's ``/health``.
+        body_timeout_s: a request body must be in within this many seconds of its head.
+        header_timeout_s: a request head must be in within this many seconds (applied when
+            served by ``herd serve-router`` or :class:`~langchain_herd.server.ServerThread`).
 
     Returns:
         The app: serve it with uvicorn (``herd serve-router``) or any ASGI server.
@@ -60,8 +79,12 @@ def create_router_app(
             client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="k")
             client.chat.completions.create(model="herd", messages=[{"role": "user", ...}])
     """
-    if max_body_bytes < 1:
-        raise ValueError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
+    limits = HttpLimits(
+        max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout_s,
+        header_timeout_s=header_timeout_s,
+    )
+    counters = HttpCounters()
     if api_keys is None:
         keys = keys_from_env()
     else:
@@ -117,6 +140,17 @@ def create_router_app(
         }
         return JSONResponse(body, status_code=200 if usable else 503)
 
+    async def info(request: Request) -> Response:
+        body = {
+            "herd": router.engine.name,
+            "herd_version": __version__,
+            "experts": list(router.experts),
+            "auth": bool(keys),
+            "limits": limits.describe(),
+            "client_gone": counters.get("client_gone"),
+        }
+        return JSONResponse(body)
+
     async def scrape(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
@@ -132,10 +166,17 @@ def create_router_app(
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/info", info, methods=["GET"]),
             Route("/metrics", scrape, methods=["GET"]),
         ],
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=metrics),  # outermost: counts 401s too
+            Middleware(
+                HttpLimitsMiddleware,
+                limits=limits,
+                error_shape=openai_error_shape,
+                counters=counters,
+            ),
             Middleware(ApiKeyMiddleware, keys=keys),
             Middleware(_StartProbes, monitor=monitor),
         ],
@@ -145,6 +186,9 @@ def create_router_app(
     app.state.router = router
     app.state.metrics = metrics
     app.state.health = monitor
+    app.state.http_limits = limits  # ServerThread and serve-router set uvicorn's head limits
+    app.state.http_counters = counters
+    app.state.api_auth = bool(keys)  # ServerThread refuses a keyless app beyond loopback
     return app
 
 

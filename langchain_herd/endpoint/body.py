@@ -7,12 +7,12 @@ the limit. Either way a huge body never reaches memory, nor the JSON parser.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 
 from langchain_herd.endpoint.openai_errors import ApiError
+from langchain_herd.json_body import JsonBodyError, aloads_body
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 """4 MiB: far above any chat request with tools, far below what would strain a router."""
@@ -53,15 +53,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def read_json(request: Request, limit: int) -> Any:
     """The decoded JSON body, under the size limit.
 
+    Decoded strictly (:func:`~langchain_herd.json_body.loads_body`): invalid UTF-8, ``NaN``,
+    lone surrogates and deep nesting are refused here, naming the field where one is to blame.
+
     Raises:
-        ApiError: 413 when too large, 400 when it is not JSON.
+        ApiError: 413 when too large, 400 when it is not strict JSON.
     """
     raw = await read_body(request, limit)
-    if not raw.strip():
-        raise ApiError(400, "the request body is empty; send a JSON object", code="invalid_json")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(
-            400, f"the request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
+        return await aloads_body(raw)
+    except JsonBodyError as exc:
+        raise ApiError(400, exc.message, param=exc.param, code="invalid_json") from None

@@ -4,17 +4,18 @@ Example::
 
     HERD_ROUTER_API_KEYS=key1,key2 herd serve-router bundled:local --host 0.0.0.0 --port 8000
 
-It refuses to listen beyond loopback without API keys (anyone on the network could spend the
-herd), prints whether auth is on, and prints ``serve-router: listening on http://HOST:PORT``
-once it accepts connections (the real port with ``--port 0``), so scripts and tests can wait
-for that line. SIGINT and SIGTERM stop it gracefully, exit status 0.
+It listens on 127.0.0.1 unless ``--host`` says otherwise, and refuses to listen beyond
+loopback without API keys (anyone on the network could spend the herd). It prints whether
+auth is on, then, once it accepts connections, who can reach it (``loopback only`` or
+``beyond this machine``) with its body and time limits, and ``serve-router: listening on
+http://HOST:PORT`` (the real port with ``--port 0``), so scripts and tests can wait for that
+line. SIGINT and SIGTERM stop it gracefully, exit status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -27,21 +28,17 @@ from langchain_herd.chat_models import CONFIG_ENV
 from langchain_herd.endpoint.auth import API_KEYS_ENV, keys_from_env
 from langchain_herd.endpoint.body import DEFAULT_MAX_BODY_BYTES
 from langchain_herd.errors import HerdError
+from langchain_herd.http_limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    is_loopback,
+    reach_of,
+)
 
 logger = logging.getLogger("langchain_herd.endpoint")
 
 PREFIX = "serve-router:"
 """Start of every line this command prints."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is only reachable from this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to any interface
 
 
 def open_bind_refusal(host: str, keys: Sequence[SecretStr]) -> str | None:
@@ -69,13 +66,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(CONFIG_ENV),
         help=f"herd config: a YAML file or bundled:<name> (default: ${CONFIG_ENV})",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help=f"interface to listen on (default 127.0.0.1: this machine only; any other host "
+        f"needs API keys in {API_KEYS_ENV})",
+    )
     parser.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
     parser.add_argument(
         "--max-body-bytes",
         type=int,
         default=DEFAULT_MAX_BODY_BYTES,
         help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT_S,
+        help="seconds for a request body to arrive after its head, else 408 "
+        f"(default {DEFAULT_BODY_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        help="seconds for a request head to arrive, else 408 and the connection closed "
+        f"(default {DEFAULT_HEADER_TIMEOUT_S:g})",
     )
     parser.add_argument(
         "--health-interval",
@@ -127,13 +143,16 @@ def serve_router_main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace, keys: list[SecretStr]) -> int:
     # Imported here so `--help` and the bind check answer without loading the herd.
-    import uvicorn
-
     from langchain_herd.chat_models import HerdRouter
     from langchain_herd.config import load_config
     from langchain_herd.endpoint.app import create_router_app
     from langchain_herd.local_servers import LocalHerd
-    from langchain_herd.server.server_thread import HerdUvicornServer, bind_socket, url_for
+    from langchain_herd.server.server_thread import (
+        HerdUvicornServer,
+        bind_socket,
+        url_for,
+        uvicorn_config,
+    )
 
     config = load_config(args.config)
     sock = bind_socket(args.host, args.port)  # first: a taken port fails before anything starts
@@ -143,7 +162,14 @@ def _serve(args: argparse.Namespace, keys: list[SecretStr]) -> int:
         else f"auth off (set {API_KEYS_ENV} to require 'Authorization: Bearer <key>')"
     )
 
+    reach = (
+        f"{PREFIX} {reach_of(args.host)} ({args.host}); bodies up to {args.max_body_bytes} "
+        f"bytes, within {args.body_timeout:g} s; request heads within {args.header_timeout:g} s"
+    )
+
     def announce(sockets: list[socket.socket]) -> None:
+        # Two lines, the URL last on the second: scripts wait for it and take the last word.
+        print(reach, flush=True)
         print(f"{PREFIX} listening on {url_for(sockets[0] if sockets else sock)}", flush=True)
 
     local = config.local_servers and not args.no_local_servers
@@ -156,22 +182,17 @@ def _serve(args: argparse.Namespace, keys: list[SecretStr]) -> int:
                 api_keys=keys,
                 max_body_bytes=args.max_body_bytes,
                 health_interval_s=args.health_interval,
+                body_timeout_s=args.body_timeout,
+                header_timeout_s=args.header_timeout,
             )
             experts = ", ".join(router.experts)
             print(f"{PREFIX} herd {router.engine.name!r} ({experts}); {auth}", flush=True)
             # Input limits and tokenizers now, not on the first request of each expert.
             for name, limit in router.engine.context.prepare().items():
                 print(f"{PREFIX} {name}: {limit}", flush=True)
-            server = HerdUvicornServer(
-                uvicorn.Config(
-                    app,
-                    log_level=args.log_level,
-                    lifespan="on",  # starts the health probes before the first request
-                    timeout_graceful_shutdown=5,
-                    access_log=False,
-                ),
-                on_ready=announce,
-            )
+            # lifespan on: it starts the health probes before the first request.
+            served = uvicorn_config(app, log_level=args.log_level, lifespan="on")
+            server = HerdUvicornServer(served, on_ready=announce)
             server.run(sockets=[sock])
     finally:
         sock.close()

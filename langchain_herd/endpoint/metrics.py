@@ -28,7 +28,7 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 #: Routes measured under their own label; anything else (404s, probes) is "other", so a
 #: scanner cannot blow up the label set.
-KNOWN_ROUTES = frozenset({"/v1/chat/completions", "/v1/models", "/health", "/metrics"})
+KNOWN_ROUTES = frozenset({"/v1/chat/completions", "/v1/models", "/health", "/info", "/metrics"})
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)

@@ -20,6 +20,7 @@ from langchain_herd.errors import (
     CapabilityError,
     ConfigError,
     ContextLengthError,
+    ExpertsOverloadedError,
     InputError,
     StreamInterruptedError,
 )
@@ -101,6 +102,16 @@ def api_error_for(exc: BaseException, breakers: Mapping[str, Breaker] | None = N
         return exc
     if isinstance(exc, ContextLengthError):  # before CapabilityError: it is one
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, ExpertsOverloadedError):  # before AllExpertsFailedError: it is one
+        # Back-pressure passed on: the client should slow down, not treat the herd as down.
+        return ApiError(
+            429,
+            str(exc),
+            code="experts_overloaded",
+            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+            error_fields={"attempts": [a.model_dump(mode="json") for a in exc.attempts]},
+            body_fields={"herd": exc.decision.metadata()},
+        )
     if isinstance(exc, AllExpertsFailedError):
         return _all_failed(exc, breakers or {})
     if isinstance(exc, CapabilityError):

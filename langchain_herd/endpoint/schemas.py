@@ -146,8 +146,8 @@ class ChatCompletionRequest(_Wire):
     """OpenAI's newer name of ``max_tokens`` (wins over it)."""
     stop: str | list[str] | None = None
     """Stop sequences."""
-    seed: int | None = None
-    """Sampling seed."""
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    """Sampling seed; 0 to 2**63 - 1, a range every expert protocol takes (TGI's is a u64)."""
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     """Penalty on frequent tokens."""
     tools: list[Tool] | None = None
@@ -220,7 +220,12 @@ def parse_request(data: Any) -> ChatCompletionRequest:
         ApiError: 400 naming the first wrong field (OpenAI answers wrong types with 400).
     """
     if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object", code="invalid_request")
+        raise ApiError(
+            400,
+            "the request body must be a JSON object, such as "
+            '{"model": "herd", "messages": [{"role": "user", "content": "..."}]}',
+            code="invalid_request",
+        )
     try:
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:

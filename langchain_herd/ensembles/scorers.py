@@ -695,8 +695,8 @@ def _read(path: str | Path) -> dict[str, Any]:
             f"{source}: no such ensemble artifact; train one with `herd train --kind "
             f"cascade|learned-vote`"
         ) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{source}: cannot read the ensemble artifact ({exc})") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ArtifactError(f"{source}: cannot read the ensemble artifact ({exc!r})") from exc
     if not isinstance(data, dict):
         raise ArtifactError(f"{source}: expected a JSON object")
     return data

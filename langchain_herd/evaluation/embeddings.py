@@ -80,7 +80,7 @@ def _read_store(store: Path) -> tuple[list[str], npt.NDArray[np.float32] | None]
     if not (keys_file.is_file() and vectors_file.is_file()):
         return [], None
     keys = keys_file.read_text(encoding="ascii").split()
-    vectors = np.load(vectors_file)
+    vectors = np.load(vectors_file, allow_pickle=False)
     if len(keys) != len(vectors):  # a store written by an interrupted run: start over
         return [], None
     return keys, vectors

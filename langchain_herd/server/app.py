@@ -1,16 +1,38 @@
-"""The Starlette app: TGI's routes, OpenAI's chat route, and the ``/_herd/faults`` test hooks."""
+"""The Starlette app: TGI's routes, OpenAI's chat route, and the ``/_herd/faults`` test hooks.
+
+Every request passes :class:`~langchain_herd.http_limits.HttpLimitsMiddleware` first (body size
+and time limits, cancellation when the client leaves); ``/info`` states the limits and who may
+use ``/_herd/faults`` (see :class:`FaultRoute`).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from pydantic import SecretStr
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from langchain_herd._version import __version__
+from langchain_herd.http_limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    HttpCounters,
+    HttpLimits,
+    HttpLimitsMiddleware,
+    is_loopback,
+    openai_error_shape,
+    tgi_error_shape,
+)
 from langchain_herd.server.backend import GenerationBackend
 from langchain_herd.server.chat_routes import chat_completions, list_models
 from langchain_herd.server.faults import FaultConfig, FaultInjector
@@ -22,6 +44,97 @@ from langchain_herd.server.validation import ServerLimits
 
 TGI_VERSION = "3.3.4"
 """The TGI release whose protocol this server follows, reported as ``version`` in ``/info``."""
+
+FAULTS_KEY_ENV = "HERD_FAULTS_KEY"
+"""Environment variable with the key ``/_herd/faults`` requires (``herd serve`` reads it)."""
+
+
+@dataclass(frozen=True)
+class FaultRoute:
+    """Who may use ``/_herd/faults``.
+
+    Attributes:
+        enabled: False answers 403 on the route (``herd serve`` beyond loopback without a key).
+        key: when set, the route requires ``Authorization: Bearer <key>``.
+
+    Example:
+        >>> FaultRoute(key=SecretStr("k")).mode
+        'key'
+    """
+
+    enabled: bool = True
+    key: SecretStr | None = None
+
+    @property
+    def mode(self) -> Literal["open", "key", "off"]:
+        """``open`` (anyone who reaches the server), ``key`` or ``off``."""
+        if not self.enabled:
+            return "off"
+        return "key" if self.key is not None and self.key.get_secret_value() else "open"
+
+    @classmethod
+    def for_host(cls, host: str, key: str | SecretStr | None) -> FaultRoute:
+        """The policy of a server listening on ``host``: open on loopback, else only with a key.
+
+        A key, when given, is required on loopback too.
+        """
+        secret = key if isinstance(key, SecretStr) or key is None else SecretStr(key)
+        if secret is not None and not secret.get_secret_value():
+            secret = None
+        return cls(enabled=secret is not None or is_loopback(host), key=secret)
+
+    def refusal(self, request: Request) -> Response | None:
+        """The 403 for a request this policy refuses, or None."""
+        if self.mode == "open":
+            return None
+        if self.mode == "off":
+            message = (
+                "fault injection is off: this server listens beyond loopback; start it with "
+                f"{FAULTS_KEY_ENV}=<key> and send 'Authorization: Bearer <key>' to use it"
+            )
+        else:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            assert self.key is not None
+            given = hashlib.sha256(token.strip().encode()).digest()
+            expected = hashlib.sha256(self.key.get_secret_value().encode()).digest()
+            if scheme.lower() == "bearer" and hmac.compare_digest(given, expected):
+                return None
+            message = (
+                "fault injection needs 'Authorization: Bearer <key>' with the key in "
+                f"{FAULTS_KEY_ENV} where the server runs"
+            )
+        return JSONResponse({"error": message, "error_type": "validation"}, status_code=403)
+
+
+def error_shape(path: str, status: int, message: str, code: str) -> dict[str, Any]:
+    """A size or time refusal's body: TGI's on TGI's routes; on the OpenAI routes OpenAI's,
+    plus TGI's ``error_type`` so clients reading either shape understand it."""
+    if path.startswith("/v1/"):
+        return {**openai_error_shape(path, status, message, code), "error_type": "validation"}
+    return tgi_error_shape(path, status, message, code)
+
+
+def http_middleware(limits: HttpLimits, counters: HttpCounters) -> list[Middleware]:
+    """The request guard every herd TGI-protocol app (model or replay) runs behind."""
+    return [
+        Middleware(HttpLimitsMiddleware, limits=limits, error_shape=error_shape, counters=counters)
+    ]
+
+
+def install_http_state(
+    app: Starlette, limits: HttpLimits, counters: HttpCounters, fault_route: FaultRoute
+) -> None:
+    """Keep what ``/info``, ``/metrics``, the fault routes and the server thread read."""
+    app.state.http_limits = limits  # ServerThread and `herd serve` set uvicorn's head limits
+    app.state.http_counters = counters
+    app.state.fault_route = fault_route
+
+
+def herd_info(request: Request) -> dict[str, Any]:
+    """The herd's entries in ``/info``: the HTTP limits and the fault route's policy."""
+    limits: HttpLimits = request.app.state.http_limits
+    fault_route: FaultRoute = request.app.state.fault_route
+    return {"herd_http_limits": limits.describe(), "herd_fault_route": fault_route.mode}
 
 
 def create_app(
@@ -35,6 +148,10 @@ def create_app(
     default_max_new_tokens: int = 100,
     compat_return_full_text: bool = True,
     adapters: Sequence[str] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+    fault_route: FaultRoute | None = None,
 ) -> Starlette:
     """Build the TGI-protocol app around a loaded backend.
 
@@ -53,6 +170,12 @@ def create_app(
         adapters: LoRA adapter ids listed in ``/v1/models`` the way vLLM lists its LoRA modules
             (for clients that check them; listing only: the base model answers requests
             naming them, and TGI itself lists none).
+        max_body_bytes: larger request bodies get 413 (before they are read when declared).
+        body_timeout_s: a request body must be in within this many seconds of its head.
+        header_timeout_s: a request head must be in within this many seconds (applied by
+            :class:`ServerThread` and ``herd serve``, which run uvicorn with it).
+        fault_route: who may use ``/_herd/faults`` (default: anyone, for a loopback server;
+            :class:`ServerThread` refuses to serve that beyond loopback).
 
     Returns:
         The app; serve it with :class:`ServerThread` or any ASGI server.
@@ -73,6 +196,11 @@ def create_app(
         )
     if max_concurrent_requests < 1:
         raise ValueError(f"max_concurrent_requests must be >= 1, got {max_concurrent_requests}")
+    http_limits = HttpLimits(
+        max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout_s,
+        header_timeout_s=header_timeout_s,
+    )
     install_drop_log_filter()
     state = ServerState(
         backend=backend,
@@ -101,9 +229,11 @@ def create_app(
         Route("/_herd/faults", set_faults, methods=["POST"]),
         Route("/_herd/faults", clear_faults, methods=["DELETE"]),
     ]
-    app = Starlette(routes=routes)
+    counters = HttpCounters()
+    app = Starlette(routes=routes, middleware=http_middleware(http_limits, counters))
     app.state.herd = state
     app.state.started_at = int(time.time())
+    install_http_state(app, http_limits, counters, fault_route or FaultRoute())
     return app
 
 
@@ -136,6 +266,7 @@ async def info(request: Request) -> Response:
             "sha": None,
             "docker_label": None,
             "herd_version": __version__,
+            **herd_info(request),
         }
     )
 
@@ -144,17 +275,24 @@ async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text exposition."""
     state: ServerState = request.app.state.herd
     text = state.metrics.render(queue_size=state.backend.queue_size, in_flight=state.in_flight)
+    text += request.app.state.http_counters.render()
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 async def get_faults(request: Request) -> Response:
     """``GET /_herd/faults``: the current faults, with what is left of their counters."""
+    refused = request.app.state.fault_route.refusal(request)
+    if refused is not None:
+        return refused
     state: ServerState = request.app.state.herd
     return JSONResponse(state.faults.config.model_dump())
 
 
 async def set_faults(request: Request) -> Response:
     """``POST /_herd/faults``: replace the faults with the posted :class:`FaultConfig`."""
+    refused = request.app.state.fault_route.refusal(request)
+    if refused is not None:
+        return refused
     state: ServerState = request.app.state.herd
     try:
         config = await parse_body(request, FaultConfig)
@@ -166,6 +304,9 @@ async def set_faults(request: Request) -> Response:
 
 async def clear_faults(request: Request) -> Response:
     """``DELETE /_herd/faults``: remove every fault."""
+    refused = request.app.state.fault_route.refusal(request)
+    if refused is not None:
+        return refused
     state: ServerState = request.app.state.herd
     state.faults.clear()
     return JSONResponse(state.faults.config.model_dump())

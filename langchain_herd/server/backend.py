@@ -121,6 +121,8 @@ class GenerationBackend:
         self._tokenizer_lock = threading.Lock()
         self._waiting = 0
         self._waiting_lock = threading.Lock()
+        self.stopped_generations = 0
+        """Generations stopped before their end because their consumer went away."""
 
     @staticmethod
     def _find_eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -264,6 +266,7 @@ class GenerationBackend:
         text_so_far = ""
         for step in range(plan.max_new_tokens):
             if cancel.is_set():
+                self.stopped_generations += 1  # under the model lock: no race
                 return
             choice = chooser.choose(all_ids, logits, step)
             if constraint is not None:

@@ -12,6 +12,7 @@ stream, while validation errors (a bad schema included) arrive inside it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -20,6 +21,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -45,7 +47,12 @@ from langchain_herd.server.tools import (
     select_tools,
     tool_call,
 )
-from langchain_herd.server.validation import ValidatedRequest, chat_parameters, validate_generate
+from langchain_herd.server.validation import (
+    INLINE_PROMPT_CHARS,
+    ValidatedRequest,
+    chat_parameters,
+    validate_generate,
+)
 
 logger = logging.getLogger("langchain_herd.server")
 
@@ -125,7 +132,7 @@ async def chat_completions(request: Request) -> Response:
         if failure is not None:
             return state.error_response(failure)  # a failing server: HTTP status, even for streams
         try:
-            plan = _validate(state, body)
+            plan = await _avalidate(state, body)
         except TGIError as error:
             if error.error_type in _HTTP_EVEN_WHEN_STREAMING:
                 return state.error_response(error)
@@ -148,6 +155,9 @@ async def chat_completions(request: Request) -> Response:
         return await _chat_reply(
             state, plan, logprobs=bool(body.logprobs), empty=empty, started=started
         )
+    except asyncio.CancelledError:  # the client left (HttpLimitsMiddleware cancels the request)
+        state.metrics.record_failure("cancelled")
+        raise
     except TGIError as error:
         return state.error_response(error)
     except Exception as exc:
@@ -166,6 +176,13 @@ def _fail(
         return state.error_response(error)
     state.metrics.record_failure(error.error_type)
     return error_stream_response(error.to_json(), on_close=release, trailer=SSE_DONE)
+
+
+async def _avalidate(state: ServerState, body: ChatRequest) -> ChatPlan:
+    # Rendering and tokenizing a long conversation is CPU work that would hold the event loop.
+    if sum(len(message.text()) for message in body.messages) <= INLINE_PROMPT_CHARS:
+        return _validate(state, body)
+    return await anyio.to_thread.run_sync(lambda: _validate(state, body))
 
 
 def _validate(state: ServerState, body: ChatRequest) -> ChatPlan:

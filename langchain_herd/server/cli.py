@@ -9,19 +9,30 @@ Example::
 ``--replay [MODEL,...]`` (same as ``--model replay[:MODEL,...]``) serves recorded answers of
 real models without loading one (:mod:`langchain_herd.server.replay_app`).
 
-Once listening it logs ``serving <model> on http://host:port`` (with the real port when
-``--port 0``). SIGINT and SIGTERM shut it down gracefully and the command exits 0.
+Once listening it logs ``serving <model> on http://host:port (...)`` (with the real port when
+``--port 0``), saying who can reach it (loopback only, or beyond this machine), whether
+``/_herd/faults`` is open, needs a key or is off, and the body limit. It listens on 127.0.0.1
+unless ``--host`` says otherwise; beyond loopback ``/_herd/faults`` is off unless
+``HERD_FAULTS_KEY`` is set, and then requires ``Authorization: Bearer <key>``. SIGINT and
+SIGTERM shut it down gracefully and the command exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 from typing import Any
 
 from langchain_herd.errors import HerdError
+from langchain_herd.http_limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    reach_of,
+)
 
 logger = logging.getLogger("langchain_herd.server")
 
@@ -52,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="replay table to serve (default: the bundled MMLU-Pro answers)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1: this machine only; beyond it "
+        "/_herd/faults is off unless HERD_FAULTS_KEY is set)",
+    )
     parser.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port)")
     parser.add_argument("--model-id", default=None, help="name reported to clients")
     parser.add_argument("--cache-dir", default=None, help="where converted GGUF models are kept")
@@ -67,6 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated adapter ids to list in /v1/models as vLLM lists LoRA modules "
         "(listing only: requests naming one are answered by the base model)",
+    )
+    http = parser.add_argument_group("HTTP limits (stated in /info)")
+    http.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_BYTES})",
+    )
+    http.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT_S,
+        help="seconds for a request body to arrive after its head, else 408 "
+        f"(default {DEFAULT_BODY_TIMEOUT_S:g})",
+    )
+    http.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        help="seconds for a request head to arrive, else 408 and the connection closed "
+        f"(default {DEFAULT_HEADER_TIMEOUT_S:g})",
     )
     faults = parser.add_argument_group("fault injection (also settable via POST /_herd/faults)")
     faults.add_argument("--fail-next", type=int, default=0, help="fail this many requests")
@@ -99,7 +136,7 @@ def serve_main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # Imported here so `--help` answers without loading starlette, uvicorn or torch.
-    from langchain_herd.server.app import create_app
+    from langchain_herd.server.app import FAULTS_KEY_ENV, FaultRoute, create_app
     from langchain_herd.server.faults import FaultConfig
     from langchain_herd.server.loading import load_backend
     from langchain_herd.server.server_thread import (
@@ -117,6 +154,13 @@ def serve_main(argv: list[str] | None = None) -> int:
             drop_stream_after=args.drop_stream_after,
             empty_next=args.empty_next,
         )
+        fault_route = FaultRoute.for_host(args.host, os.environ.get(FAULTS_KEY_ENV))
+        http = {
+            "max_body_bytes": args.max_body_bytes,
+            "body_timeout_s": args.body_timeout,
+            "header_timeout_s": args.header_timeout,
+            "fault_route": fault_route,
+        }
         sock = bind_socket(args.host, args.port)
     except (HerdError, ValueError) as exc:
         logger.error("%s", exc)
@@ -124,7 +168,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     replay = replay_models(args)
     try:
         if replay is not None:
-            app = _replay_app(args, replay, faults)
+            app = _replay_app(args, replay, faults, http)
             serving = f"a replay of {', '.join(app.state.herd.models)}"
         else:
             backend = load_backend(args.model, cache_dir=args.cache_dir)
@@ -137,6 +181,7 @@ def serve_main(argv: list[str] | None = None) -> int:
                 faults=faults,
                 default_max_new_tokens=args.default_max_new_tokens,
                 adapters=[name.strip() for name in args.lora_adapters.split(",") if name.strip()],
+                **http,
             )
             serving = args.model
     except (HerdError, ValueError, OSError, ImportError) as exc:
@@ -144,8 +189,16 @@ def serve_main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
 
+    faults_said = {
+        "open": "/_herd/faults open",
+        "key": f"/_herd/faults needs the key in {FAULTS_KEY_ENV}",
+        "off": f"/_herd/faults off (set {FAULTS_KEY_ENV} to enable it with a key)",
+    }[fault_route.mode]
+    said = f"{reach_of(args.host)}; {faults_said}; bodies up to {args.max_body_bytes} bytes"
+
     def announce(sockets: list[socket.socket]) -> None:
-        logger.info("serving %s on %s", serving, url_for(sockets[0] if sockets else sock))
+        url = url_for(sockets[0] if sockets else sock)
+        logger.info("serving %s on %s (%s)", serving, url, said)
 
     server = HerdUvicornServer(uvicorn_config(app, log_level=args.log_level), on_ready=announce)
     try:
@@ -166,7 +219,9 @@ def replay_models(args: argparse.Namespace) -> list[str] | None:
     return [name.strip() for name in spec.split(",") if name.strip()]
 
 
-def _replay_app(args: argparse.Namespace, models: list[str], faults: Any) -> Any:
+def _replay_app(
+    args: argparse.Namespace, models: list[str], faults: Any, http: dict[str, Any]
+) -> Any:
     from langchain_herd.replay import ReplayTable
     from langchain_herd.server.replay_app import create_replay_app
 
@@ -179,6 +234,7 @@ def _replay_app(args: argparse.Namespace, models: list[str], faults: Any) -> Any
         max_concurrent_requests=_or(args.max_concurrent_requests, 64),
         faults=faults,
         default_max_new_tokens=args.default_max_new_tokens,
+        **http,
     )
 
 

@@ -8,6 +8,7 @@ play a failing server and answer with their HTTP status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -27,7 +28,7 @@ from langchain_herd.server.sse import (
 from langchain_herd.server.state import ServerState, parse_body
 from langchain_herd.server.stream_guard import StreamOutcome, guarded, token_events
 from langchain_herd.server.tgi_errors import TGIError
-from langchain_herd.server.validation import ValidatedRequest, validate_generate
+from langchain_herd.server.validation import ValidatedRequest, avalidate_generate
 
 logger = logging.getLogger("langchain_herd.server")
 
@@ -90,7 +91,9 @@ async def generate_reply(
         failure = state.faults.take_failure()
         if failure is not None:
             return state.error_response(failure)
-        validated = validate_generate(inputs, params, backend=state.backend, limits=state.limits)
+        validated = await avalidate_generate(
+            inputs, params, backend=state.backend, limits=state.limits
+        )
         if state.faults.take_empty():
             prefill: tuple[TokenInfo, ...] = ()
             tokens: list[TokenInfo] = []
@@ -105,6 +108,9 @@ async def generate_reply(
         if validated.details:
             reply["details"] = _details(finish, prefill, tokens, top_tokens, validated)
         return JSONResponse([reply] if as_list else reply)
+    except asyncio.CancelledError:  # the client left (HttpLimitsMiddleware cancels the request)
+        state.metrics.record_failure("cancelled")
+        raise
     except TGIError as error:
         return state.error_response(error)
     except Exception as exc:
@@ -178,7 +184,7 @@ async def stream_reply(state: ServerState, inputs: str, params: GenerateParamete
         if failure is not None:
             return state.error_response(failure)
         try:
-            validated = validate_generate(
+            validated = await avalidate_generate(
                 inputs, params, backend=state.backend, limits=state.limits, stream=True
             )
         except TGIError as error:

@@ -39,8 +39,25 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from langchain_herd._version import __version__
+from langchain_herd.http_limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    HttpCounters,
+    HttpLimits,
+)
 from langchain_herd.replay import REPLAY_MODEL_ID, ReplayTable
-from langchain_herd.server.app import TGI_VERSION, clear_faults, get_faults, health, set_faults
+from langchain_herd.server.app import (
+    TGI_VERSION,
+    FaultRoute,
+    clear_faults,
+    get_faults,
+    health,
+    herd_info,
+    http_middleware,
+    install_http_state,
+    set_faults,
+)
 from langchain_herd.server.faults import FaultConfig, FaultInjector
 from langchain_herd.server.replay_state import (
     ReplayFinish,
@@ -80,6 +97,10 @@ def create_replay_app(
     faults: FaultConfig | None = None,
     default_max_new_tokens: int = 100,
     compat_return_full_text: bool = True,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+    fault_route: FaultRoute | None = None,
 ) -> Starlette:
     """Build the replay app.
 
@@ -95,6 +116,10 @@ def create_replay_app(
         faults: faults to inject from the start.
         default_max_new_tokens: ``max_new_tokens`` when a request omits it.
         compat_return_full_text: ``POST /``'s default for ``return_full_text``.
+        max_body_bytes: larger request bodies get 413 (before they are read when declared).
+        body_timeout_s: a request body must be in within this many seconds of its head.
+        header_timeout_s: a request head must be in within this many seconds.
+        fault_route: who may use ``/_herd/faults`` (default: anyone, for a loopback server).
 
     Raises:
         ValueError: an unknown model, no models, or inconsistent limits.
@@ -107,6 +132,11 @@ def create_replay_app(
     if max_concurrent_requests < 1:
         raise ValueError(f"max_concurrent_requests must be >= 1, got {max_concurrent_requests}")
     served = resolve_models(table, models)
+    http_limits = HttpLimits(
+        max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout_s,
+        header_timeout_s=header_timeout_s,
+    )
     install_drop_log_filter()
     state = ReplayState(
         table=table,
@@ -135,9 +165,11 @@ def create_replay_app(
         Route("/_herd/faults", set_faults, methods=["POST"]),
         Route("/_herd/faults", clear_faults, methods=["DELETE"]),
     ]
-    app = Starlette(routes=routes)
+    counters = HttpCounters()
+    app = Starlette(routes=routes, middleware=http_middleware(http_limits, counters))
     app.state.herd = state
     app.state.started_at = int(time.time())
+    install_http_state(app, http_limits, counters, fault_route or FaultRoute())
     return app
 
 
@@ -194,6 +226,7 @@ async def info(request: Request) -> Response:
             "sha": None,
             "docker_label": None,
             "herd_version": __version__,
+            **herd_info(request),
             "replay": _replay_description(state),
         }
     )
@@ -225,6 +258,7 @@ async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text exposition."""
     state: ReplayState = request.app.state.herd
     text = state.metrics.render(queue_size=0, in_flight=state.in_flight)
+    text += request.app.state.http_counters.render()
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

@@ -8,6 +8,7 @@ warper is active.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,27 @@ if TYPE_CHECKING:
     import torch
 
     from langchain_herd.server.grammar import TokenConstraint
+
+
+IMPOSSIBLE_LOGPROB = -9999.0
+"""Reported for a token the model cannot pick (logprob -inf, e.g. masked by a grammar): JSON
+has no infinity, and OpenAI uses this value for the same case."""
+
+
+def json_logprob(value: float) -> float:
+    """``value`` as a finite number, so every reply and stream event stays valid JSON."""
+    if math.isnan(value) or value < IMPOSSIBLE_LOGPROB:
+        return IMPOSSIBLE_LOGPROB
+    return min(value, 0.0)
+
+
+def _one_hot_argmax(scores: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    clean = torch.nan_to_num(scores, nan=-float("inf"))
+    best = torch.argmax(clean, dim=-1, keepdim=True)
+    one_hot = torch.full_like(scores, -float("inf"))
+    return one_hot.scatter_(-1, best, 0.0)
 
 
 @dataclass(frozen=True)
@@ -100,9 +122,15 @@ class TokenChooser:
             scores[:, list(self._suppressed_ids)] = -float("inf")
         if self._constraint is not None:
             self._constraint.mask(scores)
+        unwarped = scores
         for warper in self._warpers:
             scores = warper(all_ids, scores)
         logprobs = torch.log_softmax(scores, dim=-1)
+        if bool(torch.isnan(logprobs).any()):
+            # Extreme but valid settings (temperature 1e-300, a penalty of 1e-300) overflow
+            # float32 into inf - inf; take the limit they tend to: greedy on the unwarped scores.
+            scores = _one_hot_argmax(unwarped)
+            logprobs = torch.log_softmax(scores, dim=-1)
         if self._params.sampling:
             probs = torch.softmax(scores, dim=-1)
             token_id = int(torch.multinomial(probs[0], 1, generator=self._generator).item())
@@ -112,9 +140,10 @@ class TokenChooser:
         if self._top_n:
             values, indices = torch.topk(logprobs[0], self._top_n)
             top = tuple(
-                (int(i), float(v)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)
+                (int(i), json_logprob(float(v)))
+                for i, v in zip(indices.tolist(), values.tolist(), strict=True)
             )
-        return Choice(token_id, float(logprobs[0, token_id].item()), top)
+        return Choice(token_id, json_logprob(float(logprobs[0, token_id].item())), top)
 
     def _penalize(self, all_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         import torch

@@ -10,11 +10,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from types import FrameType, TracebackType
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from langchain_herd.errors import HerdError
+from langchain_herd.http_limits import HttpLimits, guarded_http_protocol, is_loopback
 
 logger = logging.getLogger("langchain_herd.server")
 
@@ -82,15 +84,54 @@ def url_for(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def uvicorn_config(app: ASGIApp, *, log_level: str = "warning") -> uvicorn.Config:
-    """The uvicorn settings shared by the thread and the CLI."""
+def http_limits_of(app: ASGIApp) -> HttpLimits:
+    """The limits an app keeps in ``app.state.http_limits`` (the defaults if it keeps none)."""
+    limits = getattr(getattr(app, "state", None), "http_limits", None)
+    return limits if isinstance(limits, HttpLimits) else HttpLimits()
+
+
+def uvicorn_config(
+    app: ASGIApp, *, log_level: str = "warning", lifespan: Literal["on", "off"] = "off"
+) -> uvicorn.Config:
+    """The uvicorn settings shared by the thread and the CLIs (``herd serve``, ``serve-router``).
+
+    Args:
+        app: the ASGI app; its ``state.http_limits`` set the request-head timeout and size.
+        log_level: uvicorn's log level.
+        lifespan: ``off`` for apps with no startup work (the model server: the model is
+            loaded before the app is built), ``on`` for those that have some.
+    """
     return uvicorn.Config(
         app,
         log_level=log_level,
-        lifespan="off",  # the app has no startup work: the model is loaded before it is built
+        lifespan=lifespan,
         timeout_graceful_shutdown=5,  # open streams must not hold a shutdown forever
         access_log=False,
+        http=guarded_http_protocol(http_limits_of(app)),
     )
+
+
+def exposure_refusal(app: ASGIApp, host: str) -> str | None:
+    """Why serving ``app`` on ``host`` is refused, or None.
+
+    Beyond loopback, a herd app must not offer ``/_herd/faults`` to anyone (the model server's
+    ``state.fault_route``), nor the router endpoint without API keys (its ``state.api_auth``).
+    """
+    if is_loopback(host):
+        return None
+    state = getattr(app, "state", None)
+    if getattr(getattr(state, "fault_route", None), "mode", None) == "open":
+        return (
+            f"refusing to serve /_herd/faults to anyone on {host}: pass "
+            "fault_route=FaultRoute(key=...) (or FaultRoute(enabled=False)) to create_app, or "
+            "listen on 127.0.0.1"
+        )
+    if getattr(state, "api_auth", None) is False:
+        return (
+            f"refusing to serve the router on {host} without API keys: pass api_keys=[...] to "
+            "create_router_app (or set HERD_ROUTER_API_KEYS), or listen on 127.0.0.1"
+        )
+    return None
 
 
 class ServerThread:
@@ -147,10 +188,14 @@ class ServerThread:
             self, for chaining.
 
         Raises:
-            ServerStartError: it did not come up within ``startup_timeout``.
+            ServerStartError: it did not come up within ``startup_timeout``, or it would serve
+                beyond loopback what needs a key there (see :func:`exposure_refusal`).
         """
         if self._thread is not None:
             return self
+        refusal = exposure_refusal(self.app, self.host)
+        if refusal is not None:
+            raise ServerStartError(refusal)
         sock = bind_socket(self.host, self.port)
         url = url_for(sock)
         server = HerdUvicornServer(uvicorn_config(self.app, log_level=self.log_level))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from langchain_herd.json_body import JsonBodyError, aloads_body
 from langchain_herd.server.backend import GenerationBackend
 from langchain_herd.server.faults import FaultInjector
 from langchain_herd.server.metrics import ServerMetrics
@@ -84,24 +84,59 @@ class ServerState:
 async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
     """Read a JSON body into ``model``, failing the way TGI's JSON extractor does.
 
+    The body is decoded strictly (:func:`~langchain_herd.json_body.loads_body`): invalid
+    UTF-8, ``NaN``/``Infinity``, lone surrogates and deep nesting are client errors here, not
+    failures during generation or a 500 from the parser.
+
     Raises:
-        TGIError: 400 for malformed JSON, 422 for JSON of the wrong shape (both with a
-            ``validation`` error type, so clients raise ``ValidationError``).
+        TGIError: 400 for a body that is not strict JSON, 422 for JSON that cannot be used
+            or has the wrong shape (all with a ``validation`` error type, so clients raise
+            ``ValidationError``).
     """
     raw = await request.body()
     try:
-        data = json.loads(raw)
-    except ValueError as exc:
+        data = await aloads_body(raw)
+    except JsonBodyError as exc:
+        status = 400 if exc.kind == "syntax" else 422
         raise TGIError(
-            f"Failed to parse the request body as JSON: {exc}", "validation", 400
+            f"Failed to parse the request body as JSON: {exc.message}", "validation", status
         ) from exc
+    if not isinstance(data, dict):
+        raise TGIError(
+            f"Failed to deserialize the JSON body into the target type: the body is a JSON "
+            f"{_json_type(data)}; send a JSON object such as {model.__name__}'s "
+            f"{_EXAMPLES.get(model.__name__, '{...}')}",
+            "validation",
+            422,
+        )
     try:
         return model.model_validate(data)
     except PydanticValidationError as exc:
         detail = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-            for error in exc.errors()
+            f"{_location(error['loc'])}: {error['msg']}" for error in exc.errors(include_url=False)
         )
         raise TGIError(
             f"Failed to deserialize the JSON body into the target type: {detail}", "validation", 422
         ) from exc
+
+
+_EXAMPLES = {
+    "GenerateRequest": '{"inputs": "...", "parameters": {...}}',
+    "ChatRequest": '{"messages": [{"role": "user", "content": "..."}]}',
+}
+
+
+def _json_type(data: object) -> str:
+    if isinstance(data, list):
+        return "array"
+    if isinstance(data, str):
+        return "string"
+    if isinstance(data, bool):
+        return "boolean"
+    if data is None:
+        return "null"
+    return "number"
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "body"

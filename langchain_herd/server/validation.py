@@ -6,8 +6,11 @@ The messages follow TGI's router (``validation.rs``); each is wrapped as
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+
+import anyio.to_thread
 
 from langchain_herd.server.backend import GenerationBackend
 from langchain_herd.server.generation import GenerationPlan, SamplingParams
@@ -17,6 +20,17 @@ from langchain_herd.server.tgi_errors import TGIError
 
 DEFAULT_GENERATION_LENGTH = 1024
 """TGI's cap on ``max_new_tokens`` when a request sends ``null`` (fill up to the context)."""
+
+MAX_CHARS_PER_TOKEN = 64
+"""A prompt longer than ``max_input_tokens`` times this many characters is refused before it
+is tokenized, so an oversized prompt costs the server nothing. Tokens of the usual
+vocabularies are far shorter, so a prompt that fits in tokens is not refused by this bound."""
+
+INLINE_PROMPT_CHARS = 8192
+"""Prompts up to this size are tokenized on the event loop; longer ones in a worker thread."""
+
+MAX_SEED = 2**64 - 1
+"""TGI's seed is a ``u64``."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,14 @@ def validate_generate(
         )
     if not inputs:
         raise TGIError.validation("`inputs` cannot be empty")
+    max_chars = limits.max_input_tokens * MAX_CHARS_PER_TOKEN
+    if params.truncate is None and len(inputs) > max_chars:
+        # Refused before tokenizing: tokenizing megabytes would hold the server for seconds.
+        raise TGIError.validation(
+            f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: "
+            f"{len(inputs)} characters, more than this server reads for that many tokens "
+            f"({max_chars}); shorten the prompt or set `truncate`"
+        )
     truncate = params.truncate
     if truncate is not None and (truncate <= 0 or truncate > limits.max_input_tokens):
         raise TGIError.validation(
@@ -128,6 +150,12 @@ def validate_generate(
     if truncate is not None:
         input_ids = input_ids[-truncate:]  # TGI keeps the end of the prompt
     input_length = len(input_ids)
+    if input_length == 0:
+        # The model cannot run on nothing (whitespace-only text may tokenize to no token).
+        raise TGIError.validation(
+            "`inputs` must hold at least one token; this prompt tokenizes to none (it is only "
+            "whitespace?): send some text"
+        )
     if max_new_tokens is None:
         # An explicit null: generate up to the context, capped like TGI.
         max_new_tokens = max(
@@ -176,7 +204,38 @@ def validate_grammar(grammar: Grammar) -> str:
         raise TGIError.validation(f"grammar is not valid: {exc}") from exc
 
 
+async def avalidate_generate(
+    inputs: str,
+    params: GenerateParameters,
+    *,
+    backend: GenerationBackend,
+    limits: ServerLimits,
+    stream: bool = False,
+) -> ValidatedRequest:
+    """:func:`validate_generate` with a long prompt tokenized in a worker thread.
+
+    Tokenizing is CPU work that holds the event loop (a megabyte takes about a second), during
+    which no other request, ``/health`` included, would be answered.
+    """
+    if len(inputs) <= INLINE_PROMPT_CHARS:
+        return validate_generate(inputs, params, backend=backend, limits=limits, stream=stream)
+    return await anyio.to_thread.run_sync(
+        lambda: validate_generate(inputs, params, backend=backend, limits=limits, stream=stream)
+    )
+
+
+def _finite(name: str, value: float | None) -> None:
+    # NaN passes every range check (all comparisons are false) and infinity breaks the
+    # softmax; both would fail deep inside generation, as a server error.
+    if value is not None and not math.isfinite(value):
+        raise TGIError.validation(f"`{name}` must be a finite number. Given: {value}")
+
+
 def _sampling_params(params: GenerateParameters) -> SamplingParams:
+    for name in ("temperature", "repetition_penalty", "frequency_penalty", "top_p", "typical_p"):
+        _finite(name, getattr(params, name))
+    if params.seed is not None and not 0 <= params.seed <= MAX_SEED:
+        raise TGIError.validation(f"`seed` must be >= 0 and <= {MAX_SEED}. Given: {params.seed}")
     temperature = params.temperature if params.temperature is not None else 1.0
     if temperature <= 0:
         raise TGIError.validation("`temperature` must be strictly positive")

@@ -1,12 +1,13 @@
-"""Resume after a real kill: ``herd label`` as a subprocess against a tiny-model server
-subprocess, SIGKILLed midway, its last line torn, resumed, and compared with a run that was
-never interrupted."""
+"""Resume after real kills: ``herd label`` in a process of its own, against a tiny-model
+server subprocess, SIGKILLed at ten random points in a row (a seeded RNG picks them), once
+with its last line torn, resumed each time, and compared with a run that was never
+interrupted."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -26,12 +28,16 @@ from langchain_herd.ensembles.scorers import CascadeModel, load_ensemble_artifac
 from langchain_herd.labeling import label_dataset
 from langchain_herd.labeling.store import read_raw
 from langchain_herd.training.cli import train_main
+from tests.integration.label_process import label_context, run_label
 from tests.integration.word_choices import write_word_choices
 
 ROOT = Path(__file__).resolve().parents[2]
-LABEL = [sys.executable, "-m", "langchain_herd.labeling.cli"]
 N_QUESTIONS = 20
 N_EXPERTS = 2
+KILLS = 10
+SEED = 11
+#: What differs between two runs of the same answers: when and how fast they came.
+VOLATILE = ("ts", "latency_ms")
 
 
 def free_port() -> int:
@@ -42,6 +48,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    label_context()  # its forkserver imports while the server starts
     port = free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("wb")
     process = subprocess.Popen(
@@ -54,7 +61,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--port",
             str(port),
             "--latency-ms",
-            "100",
+            "20",
             "--log-level",
             "warning",
         ],
@@ -118,47 +125,73 @@ def answer_lines(out: Path) -> int:
     return path.read_bytes().count(b'"type":"answer"')
 
 
-def test_kill_tear_and_resume_gives_the_uninterrupted_table(
+def stable(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Answer records by (question, expert), without what differs between runs."""
+    keyed = {}
+    for record in records:
+        if record["type"] == "answer":
+            key = (record["id"], record["expert"])
+            assert key not in keyed, f"{key} answered twice"
+            keyed[key] = {k: v for k, v in record.items() if k not in VOLATILE}
+    return keyed
+
+
+def test_ten_random_kills_resume_to_the_uninterrupted_tables(
     setup: tuple[Path, Path], tmp_path: Path
 ) -> None:
     config, data = setup
-    out = tmp_path / "killed"
-    command = [*LABEL, str(config), str(data), "--out", str(out), "--quiet"]
+    out, log = tmp_path / "killed", tmp_path / "label.log"
     # One call in flight per expert, so the run lasts long enough to be caught midway.
-    process = subprocess.Popen(
-        [*command, "--concurrency", "1"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while answer_lines(out) < 8 and time.monotonic() < deadline:
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
-    done = answer_lines(out)
-    assert 8 <= done < N_QUESTIONS * N_EXPERTS, done
-    assert not (out / "correctness.parquet").exists()
-    assert not (out / "answers.parquet").exists()
+    argv = [str(config), str(data), "--out", str(out), "--quiet", "--concurrency", "1"]
+    total = N_QUESTIONS * N_EXPERTS
+    rng = random.Random(SEED)
+    # Kill points: after a random number of answers (the last ones while the tables are
+    # written), plus a random delay, so a kill lands anywhere in a call or a write.
+    targets = sorted(rng.sample(range(1, total + 1), KILLS))
+    torn_round = rng.randrange(KILLS - 1)
+    context = label_context()
+    kills = []
+    for round_, target in enumerate(targets):
+        command = argv if round_ == 0 else [*argv, "--resume"]
+        process = context.Process(target=run_label, args=(command, str(log)))
+        process.start()
+        try:
+            deadline = time.monotonic() + 60
+            while answer_lines(out) < target and time.monotonic() < deadline:
+                assert process.exitcode is None, log.read_text()
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.05))
+            process.kill()
+        finally:
+            process.join(timeout=30)
+        done = answer_lines(out)
+        kills.append((target, done, process.exitcode))
+        # A kill after the last answer may find the run finished; any other must kill it.
+        assert process.exitcode == -signal.SIGKILL or (target == total and process.exitcode == 0)
+        if round_ == 0:
+            assert not (out / "correctness.parquet").exists()
+            # A second run in the folder must say --resume.
+            refused = context.Process(target=run_label, args=(argv, str(log)))
+            refused.start()
+            refused.join(timeout=60)
+            assert refused.exitcode == 2 and "--resume" in log.read_text()
+        if round_ == torn_round:
+            # A torn write: the last line loses its end (and its newline).
+            raw = (out / "raw.jsonl").read_bytes()
+            assert raw.endswith(b"\n")
+            (out / "raw.jsonl").write_bytes(raw[: len(raw) - 25])
+    assert sum(code == -signal.SIGKILL for _, _, code in kills) >= KILLS - 1, kills
+    assert len({done for _, done, _ in kills}) >= KILLS // 2, f"kills bunched up: {kills}"
 
-    # A torn write: the last line loses its end (and its newline).
-    raw = (out / "raw.jsonl").read_bytes()
-    assert raw.endswith(b"\n")
-    (out / "raw.jsonl").write_bytes(raw[: len(raw) - 25])
-
-    refused = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
-
-    resumed = subprocess.run(
-        [*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"labeled {N_QUESTIONS} questions x {N_EXPERTS} experts" in resumed.stdout
-    assert f"reused: {done - 1}" in resumed.stdout  # all but the torn line
+    before = len(stable(read_raw(out / "raw.jsonl")))
+    final_log = tmp_path / "final.log"
+    final = context.Process(target=run_label, args=([*argv, "--resume"], str(final_log)))
+    final.start()
+    final.join(timeout=120)
+    output = final_log.read_text()
+    assert final.exitcode == 0, output
+    assert f"labeled {N_QUESTIONS} questions x {N_EXPERTS} experts" in output
+    assert f"reused: {before}" in output  # every complete line, none twice
 
     reference = asyncio.run(
         label_dataset(load_config(config), data, tmp_path / "reference", progress=False)
@@ -182,7 +215,17 @@ def test_kill_tear_and_resume_gives_the_uninterrupted_table(
     for expert in ("alpha", "beta"):
         chose_gold = (answers[expert] == gold).fillna(False).astype(int).tolist()
         assert chose_gold == table[expert].astype(int).tolist()
-    assert f"answers table: {out / 'answers.parquet'}" in resumed.stdout
+    assert f"answers table: {out / 'answers.parquet'}" in output
+
+    # Loss-free and without duplicates: every (question, expert) answered exactly once, and
+    # each answer record is the uninterrupted run's.
+    records = read_raw(out / "raw.jsonl")
+    pairs = Counter((r["id"], r["expert"]) for r in records if r["type"] == "answer")
+    assert len(pairs) == total and set(pairs.values()) == {1}
+    assert all(r["error"] is None for r in records)
+    assert stable(records) == stable(read_raw(tmp_path / "reference" / "raw.jsonl"))
+    info = json.loads((out / "run.json").read_text())
+    assert info["created"] <= info["updated"]
 
     # the two tables are what `herd train --kind cascade` fits from
     artifact = tmp_path / "cascade.json"
@@ -197,11 +240,3 @@ def test_kill_tear_and_resume_gives_the_uninterrupted_table(
     assert code == 0
     model = load_ensemble_artifact(artifact)
     assert isinstance(model, CascadeModel) and model.tiers == [["alpha"], ["beta"]]
-
-    # Loss-free and without duplicates: every (question, expert) answered exactly once.
-    records = read_raw(out / "raw.jsonl")
-    pairs = Counter((r["id"], r["expert"]) for r in records if r["type"] == "answer")
-    assert len(pairs) == N_QUESTIONS * N_EXPERTS and set(pairs.values()) == {1}
-    assert all(r["error"] is None for r in records)
-    info = json.loads((out / "run.json").read_text())
-    assert info["created"] <= info["updated"]

@@ -246,6 +246,7 @@ def test_serve_replay_command_and_local_servers_entry(table: ReplayTable, tmp_pa
         up = time.perf_counter() - started
         found = re.search(r"serving a replay of gemma-7b on (http://\S+)", line)
         assert found, line
+        assert "(loopback only; /_herd/faults open; bodies up to 2097152 bytes)" in line
         # One model, so a client that names none gets it.
         assert chat(found.group(1), None, table.prompts[0]).status_code == 200
         assert up < 30

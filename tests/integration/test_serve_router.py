@@ -554,6 +554,7 @@ def test_cli_subprocess_serves_and_stops(experts: dict[str, str], tmp_path: Path
                 break
         url = lines[-1].rsplit(" ", 1)[1].strip()
         assert any("auth on (2 key(s)" in line for line in lines), lines
+        assert any("serve-router: loopback only (127.0.0.1)" in line for line in lines), lines
         started = time.perf_counter()
         assert HTTP.get(f"{url}/health").status_code == 200
         assert time.perf_counter() - started < 1.0
