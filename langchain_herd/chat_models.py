@@ -270,7 +270,7 @@ class HerdRouter(BaseChatModel):
             **fields: chat model fields (``temperature``, ``max_tokens``, ``max_retries``...).
         """
         from langchain_herd.classifiers.registry import resolve_classifier
-        from langchain_herd.shared_state import backoff_from_config, state_from_config
+        from langchain_herd.shared_state import state_from_config
 
         herd = config if isinstance(config, HerdConfig) else load_config(config)
         max_retries = int(fields.get("max_retries", 0))
@@ -286,8 +286,7 @@ class HerdRouter(BaseChatModel):
         calibration = getattr(classifier, "calibration", None)
         sticky = herd.router.sticky
         # Breakers and sessions: in this process, or shared by replicas through Redis.
-        breaker_factory, sessions = state_from_config(herd)
-        backoff_factory = backoff_from_config(herd)
+        shared = state_from_config(herd)
         ensemble = None
         if herd.router.ensemble is not None:
             from langchain_herd.ensembles.strategies import build_ensemble
@@ -305,13 +304,13 @@ class HerdRouter(BaseChatModel):
             breaker_cooldown_s=herd.fallback.breaker.cooldown_s,
             query_mode=herd.router.query,
             sticky_margin=sticky.margin if sticky.enabled else None,
-            sessions=sessions,
-            breaker_factory=breaker_factory,
+            sessions=shared.sessions,
+            breaker_factory=shared.breakers,
             name=herd.name,
             ensemble=ensemble,
             backoff_s=herd.fallback.backpressure.backoff_s,
             max_backoff_s=herd.fallback.backpressure.max_backoff_s,
-            backoff_factory=backoff_factory,
+            backoff_factory=shared.backoffs,
         )
         return cls(engine=engine, **fields)
 

@@ -39,6 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -498,22 +499,40 @@ class RedisSessions:
         self._state._run(lambda client: client.set(key, expert, px=ttl_ms), lambda: None)
 
 
-def state_from_config(herd: HerdConfig) -> tuple[Callable[[str], Breaker], SessionStore]:
-    """The engine's breaker factory and session store for ``herd.state``: in this process
-    (``memory``) or shared through Redis (``redis``).
+@dataclass(frozen=True)
+class SharedState:
+    """What replicas may share, as the engine takes it: breakers, sessions, back-offs."""
+
+    breakers: Callable[[str], Breaker]
+    sessions: SessionStore
+    backoffs: Callable[[str], Backoff] | None
+    """None: the engine's default, in this process."""
+
+
+def state_from_config(herd: HerdConfig) -> SharedState:
+    """The engine's breaker factory, session store and back-off factory for ``herd.state``:
+    in this process (``memory``) or shared through one Redis client (``redis``), so an
+    outage is noticed, logged and survived once.
 
     Example:
         .. code-block:: python
 
-            breakers, sessions = state_from_config(load_config("herd.yaml"))
-            engine = HerdEngine(experts, classifier, breaker_factory=breakers, sessions=sessions)
+            state = state_from_config(load_config("herd.yaml"))
+            engine = HerdEngine(
+                experts,
+                classifier,
+                breaker_factory=state.breakers,
+                sessions=state.sessions,
+                backoff_factory=state.backoffs,
+            )
     """
     breaker = herd.fallback.breaker
     sticky = herd.router.sticky
     if herd.state.backend == "memory":
-        return (
+        return SharedState(
             lambda _name: CircuitBreaker(breaker.failure_threshold, breaker.cooldown_s),
             InMemorySessions(sticky.ttl_s, sticky.max_threads),
+            None,
         )
     assert herd.state.url is not None  # StateConfig's validator requires it for redis
     state = RedisState(
@@ -522,23 +541,12 @@ def state_from_config(herd: HerdConfig) -> tuple[Callable[[str], Breaker], Sessi
     # A probe is one expert call; twice its deadline covers a client retry. A replica that
     # dies mid-probe frees the slot when the lease ends.
     leases = {expert.name: 2 * expert.timeout_s + 5 for expert in herd.experts}
-    return (
+    return SharedState(
         state.breaker_factory(
             failure_threshold=breaker.failure_threshold,
             cooldown_s=breaker.cooldown_s,
             probe_lease_s=leases,
         ),
         state.sessions(sticky.ttl_s, sticky.max_threads),
+        state.backoff,
     )
-
-
-def backoff_from_config(herd: HerdConfig) -> Callable[[str], Backoff] | None:
-    """The engine's ``backoff_factory`` for ``herd.state``: None (in this process) for
-    ``memory``, Redis-backed back-offs for ``redis`` so replicas back off together."""
-    if herd.state.backend == "memory":
-        return None
-    assert herd.state.url is not None  # StateConfig's validator requires it for redis
-    state = RedisState(
-        herd.state.url, key_prefix=herd.state.key_prefix, reconnect_s=herd.state.reconnect_s
-    )
-    return state.backoff
