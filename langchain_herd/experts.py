@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -241,13 +242,26 @@ class TGIGenerateChat(BaseChatModel):
         params = self._params(stop, kwargs)
         prompt = render_prompt(messages, self.prompt_format)
         pieces = self.llm.client.text_generation(prompt, stream=True, details=True, **params)
-        for piece in pieces:
-            chunk = self._chunk(piece, params["stop"])
-            if chunk is None:
-                continue
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        try:
+            for piece in pieces:
+                chunk = self._chunk(piece, params["stop"])
+                if chunk is None:
+                    continue
+                if run_manager:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        except BaseException as exc:
+            # An error event raised inside huggingface_hub's generator: its finished frame,
+            # held by the traceback, still holds the open response's line iterator. Left to
+            # the cyclic GC, that iterator closes whenever a collection runs, possibly inside
+            # this thread's next request while it holds httpcore's pool lock: a deadlock
+            # (seen in the suite). Clearing the frames closes the response now.
+            traceback.clear_frames(exc.__traceback__)
+            raise
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:  # the caller stopped early: close the response now too
+                close()
 
     async def _astream(
         self,
@@ -261,13 +275,18 @@ class TGIGenerateChat(BaseChatModel):
         pieces = await self.llm.async_client.text_generation(
             prompt, stream=True, details=True, **params
         )
-        async for piece in pieces:
-            chunk = self._chunk(piece, params["stop"])
-            if chunk is None:
-                continue
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        try:
+            async for piece in pieces:
+                chunk = self._chunk(piece, params["stop"])
+                if chunk is None:
+                    continue
+                if run_manager:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        finally:
+            aclose = getattr(pieces, "aclose", None)
+            if aclose is not None:  # close the response now, not when the GC finds it
+                await aclose()
 
 
 #: Generate-route parameters the client's ``text_generation`` takes.
