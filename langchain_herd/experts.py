@@ -15,10 +15,9 @@ endpoints it belongs to and no ``Authorization`` header at all to the others.
 
 from __future__ import annotations
 
-import asyncio
-import threading
+import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -38,6 +37,11 @@ from langchain_openai import ChatOpenAI
 from pydantic import ConfigDict, SecretStr
 
 from langchain_herd.capabilities import ALL_STRUCTURED, Capabilities, StructuredMethod
+from langchain_herd.client_scopes import (
+    PerCallAsyncInferenceClient,
+    PerCallInferenceClient,
+    PerLoop,
+)
 from langchain_herd.config import ExpertConfig, PromptFormat
 from langchain_herd.context_limits import ContextSpec
 from langchain_herd.prompt_formats import render_prompt, stop_sequences_for
@@ -64,8 +68,8 @@ class Expert:
     system_prompt: str | None = None
     """Prepended as a system message to every request it gets."""
     timeout_s: float | None = None
-    """Whole-request deadline: async calls are cancelled at it, sync streams check it per chunk
-    (a sync ``invoke`` on the TGI route relies on the client's per-read timeout)."""
+    """Whole-request deadline: async calls are cancelled at it, sync streams (and the TGI
+    route's sync ``invoke``, which reads a stream) check it as each chunk arrives."""
     cost: float = 1.0
     """Relative cost of a call."""
     capabilities: Capabilities | None = None
@@ -150,6 +154,9 @@ class TGIGenerateChat(BaseChatModel):
     """How messages become the prompt."""
     model_id: str = "tgi"
     """The model the endpoint serves, reported as ``response_metadata["model_name"]``."""
+    timeout_s: float | None = None
+    """Whole-request deadline of sync calls, checked as each event arrives: the client's
+    timeout is per read, so a trickle of tokens would never reach it (async callers cancel)."""
 
     @property
     def _llm_type(self) -> str:
@@ -241,9 +248,14 @@ class TGIGenerateChat(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         params = self._params(stop, kwargs)
         prompt = render_prompt(messages, self.prompt_format)
+        expires = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         pieces = self.llm.client.text_generation(prompt, stream=True, details=True, **params)
         try:
             for piece in pieces:
+                if expires is not None and time.monotonic() > expires:
+                    raise TimeoutError(
+                        f"no complete answer within the {self.timeout_s:g}s deadline"
+                    )
                 chunk = self._chunk(piece, params["stop"])
                 if chunk is None:
                     continue
@@ -356,7 +368,7 @@ def _auth_headers(token: SecretStr | None) -> dict[str, str]:
 
 
 def _endpoint(config: ExpertConfig, token: SecretStr | None, **params: Any) -> Any:
-    from huggingface_hub import AsyncInferenceClient, InferenceClient
+    from huggingface_hub import AsyncInferenceClient, InferenceClient, get_async_session
     from langchain_huggingface import HuggingFaceEndpoint
 
     llm = HuggingFaceEndpoint(
@@ -368,43 +380,14 @@ def _endpoint(config: ExpertConfig, token: SecretStr | None, **params: Any) -> A
         **params,
     )
     headers = _auth_headers(token)
-    llm.client = InferenceClient(model=config.url, timeout=config.timeout_s, headers=headers)
-    llm.async_client = _PerLoopAsyncClient(
-        lambda: AsyncInferenceClient(model=config.url, timeout=config.timeout_s, headers=headers)
+    llm.client = PerCallInferenceClient(
+        lambda: InferenceClient(model=config.url, timeout=config.timeout_s, headers=headers)
+    )
+    llm.async_client = PerCallAsyncInferenceClient(
+        lambda: AsyncInferenceClient(model=config.url, timeout=config.timeout_s, headers=headers),
+        PerLoop(get_async_session),
     )
     return llm
-
-
-class _PerLoopAsyncClient:
-    """An ``AsyncInferenceClient`` per event loop, behind one object.
-
-    A client's connection pool belongs to the loop that first used it; shared, it fails
-    with "Event loop is closed" once a router is used from a second loop (``asyncio.run``
-    twice, notebooks, worker threads). Clients of loops that have closed are dropped.
-    """
-
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self._factory = factory
-        self._clients: dict[int, tuple[asyncio.AbstractEventLoop | None, Any]] = {}
-        self._lock = threading.Lock()
-
-    def _client(self) -> Any:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        with self._lock:
-            entry = self._clients.get(id(loop))
-            if entry is None or entry[0] is not loop:
-                for key, (old, _) in list(self._clients.items()):
-                    if old is not None and old.is_closed():
-                        del self._clients[key]
-                entry = (loop, self._factory())
-                self._clients[id(loop)] = entry
-            return entry[1]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client(), name)
 
 
 class OpenAIProtocolChat(ChatOpenAI):
@@ -531,7 +514,10 @@ def build_chat_model(
             model_kwargs={"adapter_id": config.adapter_id} if config.adapter_id else {},
         )
         return TGIGenerateChat(
-            llm=llm, prompt_format=config.prompt_format, model_id=config.model_id
+            llm=llm,
+            prompt_format=config.prompt_format,
+            model_id=config.model_id,
+            timeout_s=config.timeout_s,
         )
 
     # An explicit key: unset, the client would send OPENAI_API_KEY from the environment to
@@ -564,8 +550,8 @@ def build_chat_model(
 
     # langchain-openai shares one async connection pool per process, bound to the first event
     # loop that used it: a herd used from a second loop would fail.
-    chat.root_async_client = _PerLoopAsyncClient(async_client)
-    chat.async_client = _PerLoopAsyncClient(lambda: async_client().chat.completions)
+    chat.root_async_client = PerLoop(async_client)
+    chat.async_client = PerLoop(lambda: async_client().chat.completions)
     return chat
 
 

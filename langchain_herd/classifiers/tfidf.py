@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
@@ -761,6 +762,13 @@ def _check_settings(token_pattern: str, ngram_range: tuple[int, int], norm: Any)
             f"token_pattern {token_pattern!r} {risk}, which can backtrack exponentially (one "
             f"query could take minutes); use a pattern without it, e.g. {DEFAULT_TOKEN_PATTERN!r}"
         )
+    slow = _slow_probe(compiled)
+    if slow:
+        raise ArtifactError(
+            f"token_pattern {token_pattern!r} took {slow} (linear patterns take well under a "
+            "millisecond): its time grows faster than the text, and a query of 20,000 "
+            f"characters would take seconds; use a pattern such as {DEFAULT_TOKEN_PATTERN!r}"
+        )
     low, high = ngram_range
     if not 1 <= low <= high <= MAX_NGRAM:
         raise ArtifactError(
@@ -768,6 +776,36 @@ def _check_settings(token_pattern: str, ngram_range: tuple[int, int], norm: Any)
         )
     if norm not in _NORMS:
         raise ArtifactError(f"norm {norm!r} is not one of 'l1', 'l2' or None")
+
+
+#: Texts the token pattern is timed on at load: runs of one character class, where patterns
+#: such as ``\w+\d`` retry every start (quadratic) and ``\d+\w*x`` worse (cubic).
+_PROBE_UNITS = ("a", "1", " ", "_", ".", "-", "\u00e9", "a1", "a ", "1 ", "a.")
+_PROBE_LENGTHS = (512, 1024, 2048, 4096)
+#: Seconds one probe may take (best of three, against a busy machine's pauses).
+_PROBE_LIMIT_S = 0.02
+
+
+def _slow_probe(compiled: re.Pattern[str]) -> str | None:
+    """How long the pattern took on the first probe text over the limit, or None.
+
+    The parse-tree check cannot see polynomial blow-up; timing can, cheaply: growing texts,
+    stopping at the first that is slow, so a cubic pattern costs a fraction of a second.
+    """
+    for length in _PROBE_LENGTHS:
+        for unit in _PROBE_UNITS:
+            text = (unit * length)[:length]
+            if _time_findall(compiled, text) > _PROBE_LIMIT_S:
+                best = min(_time_findall(compiled, text) for _ in range(3))
+                if best > _PROBE_LIMIT_S:
+                    return f"{best * 1000:.0f} ms on {length} characters of {unit!r}"
+    return None
+
+
+def _time_findall(compiled: re.Pattern[str], text: str) -> float:
+    start = time.perf_counter()
+    compiled.findall(text)
+    return time.perf_counter() - start
 
 
 def _backtracking_risk(pattern: str) -> str | None:

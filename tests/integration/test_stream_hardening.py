@@ -190,3 +190,16 @@ async def test_a_first_token_past_the_deadline_falls_back(servers: dict[str, str
     assert decision["answered_by"] == "generalist"
     chunks = [c async for c in router.astream(STEM_Q)]
     assert decision_of(chunks)["attempts"][0]["failure"] == "timeout"
+
+
+def test_a_sync_invoke_on_the_tgi_route_keeps_the_deadline(servers: dict[str, str]) -> None:
+    # The TGI route's invoke reads a stream too: without a per-event check, eight tokens at
+    # 300 ms (2.4 s, no read ever waiting 1 s) answered from the trickling expert.
+    router = router_for(servers["primary"], servers["backup"], timeout_s=1.0)
+    router.invoke(STEM_Q)  # the first call probes the limits: not part of the timed call
+    fault(servers["primary"], token_delay_ms=300)
+    _, decision = router.invoke_with_decision(STEM_Q)
+    first = decision.attempts[0]
+    assert (first.expert, first.failure) == ("stem", "timeout"), first
+    assert "1s deadline" in (first.error or "")
+    assert decision.answered_by == "generalist"

@@ -80,7 +80,7 @@ def _sklearn_pipeline(texts: list[str], labels: list[str], **vectorizer_kw: obje
         {"ngram_range": (2, 3)},
         {"ngram_range": (1, 2), "lowercase": False},
         {"ngram_range": (1, 2), "token_pattern": r"(?u)\b\w+\b"},
-        {"ngram_range": (1, 1), "token_pattern": r"(\w+)ing\b"},  # one capture group
+        {"ngram_range": (1, 1), "token_pattern": r"\b(\w+)ing\b"},  # one capture group
     ],
 )
 def test_analyzer_matches_sklearn(settings: dict, corpus: tuple[list[str], ...]) -> None:
