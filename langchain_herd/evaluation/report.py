@@ -349,15 +349,19 @@ def routellm_view(report: dict[str, Any], level: int = 3) -> list[str]:
         f"`{report['pair']['strong']}` grows; APGR is its area, CPT(x%) the smallest share "
         "reaching PGR x%. Only strong-model calls count here: a cascade's weak-model and "
         "helper calls are free in this view (the honest view above pays for them). Random "
-        "routing gives APGR about 0.5.",
+        "routing gives APGR about 0.5. A cascade that keeps its first tier's vote starts above "
+        "PGR 0: 'as a router' ranks its escalation score as a plain strong/weak router (the "
+        "weak model's own answer when not escalated), comparable with the routers' APGR.",
         "",
-        "| router | family | APGR | CPT(50%) | CPT(80%) |",
-        "|---|---|---|---|---|",
+        "| router | family | APGR | APGR as a router | CPT(50%) | CPT(80%) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, router in report["routers"].items():
         s = router["summary"]
+        as_router = s.get("apgr_router", s.get("apgr") if router["family"] != "cascade" else None)
         lines.append(
             f"| {name} | {router['family']} | {format_stats(s.get('apgr'))} | "
+            f"{format_stats(as_router)} | "
             f"{format_stats(s.get('cpt50'), 1, True)} | {format_stats(s.get('cpt80'), 1, True)} |"
         )
     return lines

@@ -210,7 +210,8 @@ def test_eval_with_a_strong_weak_pair(inputs: dict[str, Path], tmp_path: Path) -
     apgr = {name: r["summary"]["apgr"]["mean"] for name, r in report["routers"].items()}
     assert apgr["oracle"] == max(apgr.values())
     markdown = (out / "report.md").read_text(encoding="utf-8")
-    assert "| APGR | CPT(50%) | CPT(80%) |" in markdown and "![PGR curves](pgr.png)" in markdown
+    assert "| APGR | APGR as a router | CPT(50%) | CPT(80%) |" in markdown
+    assert "![PGR curves](pgr.png)" in markdown
 
 
 def test_ignore_split_column_splits_a_test_only_table_at_random(

@@ -327,7 +327,7 @@ def test_pair_report_has_both_views_and_budgets(tmp_path: Path) -> None:
     assert "### The honest view: accuracy against average cost per query, every call paid" in text
     assert "### The RouteLLM view: quality against the share of strong-model calls" in text
     assert text.index("The honest view") < text.index("The RouteLLM view") < text.index("## Models")
-    assert "| router | family | APGR | CPT(50%) | CPT(80%) |" in text
+    assert "| router | family | APGR | APGR as a router | CPT(50%) | CPT(80%) |" in text
     assert " at 0.5 C | at 0.6 C | at 0.75 C |" in text
     assert "the cost of the strong model `Big 70B`" in text
     # The threshold policy's points (a share of strong calls each) are on every router's
@@ -419,6 +419,10 @@ def test_results_tables_carry_cascades_votes_and_targets(tmp_path: Path) -> None
     # figures): here copies of the oracle, which beats every text router.
     pair["routers"]["cascade"] = {**pair["routers"]["oracle"], "family": "cascade"}
     pair["routers"]["text"] = {**pair["routers"]["random"], "family": "published"}
+    # A cascade that keeps its tier's vote: a high plain APGR, judged on its APGR as a router.
+    kept = {**pair["routers"]["oracle"]["summary"], "apgr_router": {"mean": 0.4, "std": 0.0}}
+    pair["routers"]["cascade-kept"] = {**pair["routers"]["oracle"], "family": "cascade"}
+    pair["routers"]["cascade-kept"]["summary"] = kept
     pair["command"] = "herd eval pair"
     herd = json.loads(
         json.dumps(
@@ -433,7 +437,10 @@ def test_results_tables_carry_cascades_votes_and_targets(tmp_path: Path) -> None
     reports = {"mmlu_pro_llama70b_vs_8b": pair, "mmlu_pro_open_vs_gemini": herd}
     pairs = "\n".join(table.pairs_table(reports))
     assert "| `cascade` (cascade) |" in pairs
-    assert "APGR >= 0.70: met" in pairs and "above text at 0.5/0.6/0.75 C: yes/yes/yes" in pairs
+    kept_row = next(line for line in pairs.splitlines() if "`cascade-kept`" in line)
+    assert "| 0.400" in kept_row and "APGR as a router >= 0.70: NOT met" in kept_row
+    assert "APGR as a router >= 0.70: met" in pairs
+    assert "above text at 0.5/0.6/0.75 C: yes/yes/yes" in pairs
     assert "best text router at each budget" in pairs
     experts = "\n".join(table.n_expert_table(reports))
     assert "`vote-learned`" in experts and "> 0: met" in experts
