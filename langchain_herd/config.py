@@ -422,6 +422,9 @@ class LocalServerConfig(_Strict):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1)
     """Larger request bodies get HTTP 413 before they are read (``herd serve
     --max-body-bytes``; the default 2 MiB fits any prompt a context window takes)."""
+    lora_adapters: dict[str, str] = Field(default_factory=dict)
+    """PEFT LoRA adapters loaded at start (``herd serve --lora-adapters``): name -> a folder
+    (relative to the config's folder) or a hub id. Experts pick one with ``adapter_id``."""
 
     @property
     def url(self) -> str:

@@ -33,8 +33,9 @@ def is_healthy(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def server_command(server: LocalServerConfig) -> list[str]:
-    """The command line that runs one local server."""
+def server_command(server: LocalServerConfig, base_dir: Path | None = None) -> list[str]:
+    """The command line that runs one local server (adapter folders relative to
+    ``base_dir``, the config's folder)."""
     # The model id reported to clients is the model's own (as TGI reports the hub id), so
     # an expert's `model_id` and its answers' `model_name` agree.
     model_id = ["--model-id", server.model_id] if server.model_id else []
@@ -57,7 +58,16 @@ def server_command(server: LocalServerConfig) -> list[str]:
         str(server.max_concurrent_requests),
         "--max-body-bytes",
         str(server.max_body_bytes),
+        *_adapter_args(server, base_dir or Path.cwd()),
     ]
+
+
+def _adapter_args(server: LocalServerConfig, base_dir: Path) -> list[str]:
+    specs = []
+    for name, source in server.lora_adapters.items():
+        folder = base_dir / Path(source).expanduser()
+        specs.append(f"{name}={folder}" if folder.exists() else f"{name}={source}")
+    return ["--lora-adapters", ",".join(specs)] if specs else []
 
 
 class LocalHerd:
@@ -99,7 +109,7 @@ class LocalHerd:
                 continue
             log = self.log_path(server.name).open("wb")
             self.processes[server.name] = subprocess.Popen(
-                server_command(server), stdout=log, stderr=subprocess.STDOUT
+                server_command(server, self.config.base_dir), stdout=log, stderr=subprocess.STDOUT
             )
         try:
             for server in self.config.local_servers:

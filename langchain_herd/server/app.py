@@ -167,9 +167,10 @@ def create_app(
             (TGI's default is 100).
         compat_return_full_text: ``POST /``'s default for ``return_full_text``; TGI uses true
             for text-generation models, so the prompt comes back in front of the reply.
-        adapters: LoRA adapter ids listed in ``/v1/models`` the way vLLM lists its LoRA modules
-            (for clients that check them; listing only: the base model answers requests
-            naming them, and TGI itself lists none).
+        adapters: extra LoRA adapter ids to list in ``/v1/models`` the way vLLM lists its
+            LoRA modules, without loading them (the base model answers requests naming them).
+            Adapters loaded on the backend (``backend.load_adapters``) are listed and served
+            on their own.
         max_body_bytes: larger request bodies get 413 (before they are read when declared).
         body_timeout_s: a request body must be in within this many seconds of its head.
         header_timeout_s: a request head must be in within this many seconds (applied by
@@ -213,7 +214,7 @@ def create_app(
         ),
         faults=FaultInjector(faults),
         compat_return_full_text=compat_return_full_text,
-        adapters=tuple(adapters),
+        adapters=tuple(dict.fromkeys([*backend.adapters, *adapters])),
     )
     routes = [
         Route("/", compat_generate, methods=["POST"]),
@@ -266,6 +267,8 @@ async def info(request: Request) -> Response:
             "sha": None,
             "docker_label": None,
             "herd_version": __version__,
+            # TGI's Info has no adapter list; requests pick these by adapter_id / model.
+            "herd_lora_adapters": list(state.backend.adapters),
             **herd_info(request),
         }
     )

@@ -15,6 +15,12 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from langchain_herd.server.adapters import (
+    AdapterSpec,
+    adapter_in_use,
+    attach_adapters,
+    loaded_adapters,
+)
 from langchain_herd.server.generation import (
     Finish,
     FinishReason,
@@ -26,6 +32,7 @@ from langchain_herd.server.generation import (
     TokenInfo,
 )
 from langchain_herd.server.grammar import GrammarVocabularies, TokenConstraint
+from langchain_herd.server.tgi_errors import TGIError
 
 if TYPE_CHECKING:
     import torch
@@ -138,6 +145,38 @@ class GenerationBackend:
         return frozenset(ids)
 
     @property
+    def adapters(self) -> tuple[str, ...]:
+        """Names of the LoRA adapters loaded on the model."""
+        return loaded_adapters(self.model)
+
+    def load_adapters(self, specs: list[AdapterSpec]) -> None:
+        """Load PEFT LoRA adapters onto the model (at start, before serving).
+
+        Raises:
+            ConfigError: an adapter is missing, not safetensors, or does not fit the model.
+        """
+        self.model = attach_adapters(self.model, specs)
+
+    def adapter_for(self, requested: str | None) -> str | None:
+        """The adapter a request's ``adapter_id`` selects (None: the base model).
+
+        Without adapters the id is ignored, as before (clients send ids out of habit). With
+        them, the base model's own name (or none) selects the base model.
+
+        Raises:
+            TGIError: a 422 naming the loaded adapters, for an id that is none of them.
+        """
+        adapters = self.adapters
+        if requested is None or not adapters or requested in (self.model_id, "tgi", ""):
+            return None
+        if requested in adapters:
+            return requested
+        raise TGIError.validation(
+            f"unknown LoRA adapter {requested!r}; this server has {list(adapters)} (or "
+            f"{self.model_id!r} for the base model)"
+        )
+
+    @property
     def dtype(self) -> str:
         """The weights' dtype as TGI's ``/info`` spells it (``torch.float32``)."""
         return str(self.model.dtype)
@@ -228,7 +267,8 @@ class GenerationBackend:
         try:
             if self.torch_threads is not None and torch.get_num_threads() != self.torch_threads:
                 torch.set_num_threads(self.torch_threads)
-            with torch.inference_mode():
+            # The active adapter is model state: chosen under the model lock.
+            with torch.inference_mode(), adapter_in_use(self.model, plan.adapter):
                 yield from self._generate_locked(plan, cancel or threading.Event())
         finally:
             self._lock.release()

@@ -118,9 +118,6 @@ async def chat_completions(request: Request) -> Response:
         body = await parse_body(request, ChatRequest)
     except TGIError as error:
         return JSONResponse(error.to_json(), status_code=error.status_code)
-    if body.model not in (None, "tgi", state.model_id):
-        # TGI would use it as a LoRA adapter id; clients send "dummy" or the URL, so ignore it.
-        logger.debug("ignoring chat model/adapter %r", body.model)
     started = time.perf_counter()
     state.metrics.record_request()
     if not state.try_acquire():
@@ -191,6 +188,9 @@ def _validate(state: ServerState, body: ChatRequest) -> ChatPlan:
     if body.tools is not None and body.response_format is not None:
         raise TGIError.tool("Grammar and tools are mutually exclusive")
     params = chat_parameters(body, state.limits)
+    # As TGI: `model` names the LoRA adapter (ignored when none is loaded: clients send
+    # "dummy" or the URL).
+    params.adapter_id = None if body.model == state.model_id else body.model
     if body.response_format is not None:
         params.grammar = body.response_format.grammar()
         return ChatPlan(_validated(state, body, params, None))

@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lora-adapters",
         default="",
-        help="comma-separated adapter ids to list in /v1/models as vLLM lists LoRA modules "
-        "(listing only: requests naming one are answered by the base model)",
+        help="PEFT LoRA adapters to load at start, as TGI's flag: name=path (a folder with "
+        "adapter_config.json and adapter_model.safetensors) or a hub id, comma-separated; "
+        "requests pick one by adapter_id (generate routes) or model (chat route)",
     )
     http = parser.add_argument_group("HTTP limits (stated in /info)")
     http.add_argument(
@@ -136,6 +137,7 @@ def serve_main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # Imported here so `--help` answers without loading starlette, uvicorn or torch.
+    from langchain_herd.server.adapters import parse_adapter_specs
     from langchain_herd.server.app import FAULTS_KEY_ENV, FaultRoute, create_app
     from langchain_herd.server.faults import FaultConfig
     from langchain_herd.server.loading import load_backend
@@ -172,6 +174,7 @@ def serve_main(argv: list[str] | None = None) -> int:
             serving = f"a replay of {', '.join(app.state.herd.models)}"
         else:
             backend = load_backend(args.model, cache_dir=args.cache_dir)
+            backend.load_adapters(parse_adapter_specs(args.lora_adapters))
             app = create_app(
                 backend,
                 model_id=args.model_id,
@@ -180,7 +183,6 @@ def serve_main(argv: list[str] | None = None) -> int:
                 max_concurrent_requests=_or(args.max_concurrent_requests, 8),
                 faults=faults,
                 default_max_new_tokens=args.default_max_new_tokens,
-                adapters=[name.strip() for name in args.lora_adapters.split(",") if name.strip()],
                 **http,
             )
             serving = args.model

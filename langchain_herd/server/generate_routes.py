@@ -40,7 +40,7 @@ async def compat_generate(request: Request) -> Response:
         body = await parse_body(request, GenerateRequest)
     except TGIError as error:
         return JSONResponse(error.to_json(), status_code=error.status_code)
-    params = _parameters(body)
+    params = _parameters(body, state)
     if params.return_full_text is None:
         params.return_full_text = state.compat_return_full_text
     if body.stream:
@@ -55,7 +55,7 @@ async def generate(request: Request) -> Response:
         body = await parse_body(request, GenerateRequest)
     except TGIError as error:
         return JSONResponse(error.to_json(), status_code=error.status_code)
-    return await generate_reply(state, body.inputs, _parameters(body), as_list=False)
+    return await generate_reply(state, body.inputs, _parameters(body, state), as_list=False)
 
 
 async def generate_stream(request: Request) -> Response:
@@ -65,16 +65,15 @@ async def generate_stream(request: Request) -> Response:
         body = await parse_body(request, GenerateRequest)
     except TGIError as error:
         return JSONResponse(error.to_json(), status_code=error.status_code)
-    return await stream_reply(state, body.inputs, _parameters(body))
+    return await stream_reply(state, body.inputs, _parameters(body, state))
 
 
-def _parameters(body: GenerateRequest) -> GenerateParameters:
+def _parameters(body: GenerateRequest, state: ServerState) -> GenerateParameters:
     # A request without a "parameters" object gets TGI's default_parameters(), which sample.
     params = body.parameters if body.parameters is not None else GenerateParameters(do_sample=True)
-    if params.adapter_id is not None:
-        # TGI would route to a LoRA adapter loaded at start; this server has none, and failing
-        # would break clients that always send one, so the base model answers.
-        logger.debug("ignoring adapter_id %r: this server has no adapters", params.adapter_id)
+    if params.adapter_id == state.model_id:  # the served name is the base model
+        params.adapter_id = None
+    # Any other `adapter_id` picks a loaded LoRA adapter in validation (ignored without any).
     return params
 
 

@@ -64,6 +64,7 @@ class GenerationPlan:
         decoder_input_details: also compute the prompt tokens' logprobs (the ``prefill``).
         grammar: a compiled grammar (:mod:`langchain_herd.server.grammar`) every token must
             keep the output inside, or None.
+        adapter: the loaded LoRA adapter that answers, or None for the base model.
     """
 
     input_ids: tuple[int, ...]
@@ -73,6 +74,7 @@ class GenerationPlan:
     top_n_tokens: int = 0
     decoder_input_details: bool = False
     grammar: str | None = None
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ class GenerateParameters(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     adapter_id: str | None = None
-    """LoRA adapter to use; accepted and ignored (this server has no adapters)."""
+    """LoRA adapter to use (a 422 names the loaded ones); ignored when none is loaded."""
     best_of: int | None = None
     """Only 1 is supported, like a TGI started with ``--max-best-of 1``."""
     decoder_input_details: bool = False
@@ -251,7 +251,8 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    """Used by TGI as the LoRA adapter id unless ``tgi``; accepted and ignored here."""
+    """The LoRA adapter, as in TGI (``tgi`` or the served name: the base model); ignored when
+    the server has no adapters, since clients send "dummy" or the URL."""
     messages: list[ChatMessage]
     """The conversation so far."""
     frequency_penalty: float | None = None

@@ -38,7 +38,8 @@ class ServerState:
         compat_return_full_text: ``POST /``'s default for ``return_full_text``. TGI uses true
             for models whose hub pipeline tag is ``text-generation`` (and when it has none),
             so a client that does not send the flag gets the prompt back in front of the reply.
-        adapters: LoRA adapter ids listed in ``/v1/models`` (listing only).
+        adapters: LoRA adapter ids listed in ``/v1/models``: those loaded on the backend,
+            then any listed only (``create_app(adapters=...)``).
     """
 
     backend: GenerationBackend

@@ -171,6 +171,7 @@ def validate_generate(
             f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {input_length}"
         )
     grammar = validate_grammar(params.grammar) if params.grammar is not None else None
+    adapter = backend.adapter_for(params.adapter_id)
     plan = GenerationPlan(
         input_ids=tuple(input_ids),
         max_new_tokens=max_new_tokens,
@@ -179,6 +180,7 @@ def validate_generate(
         top_n_tokens=top_n_tokens,
         decoder_input_details=params.decoder_input_details,
         grammar=grammar,
+        adapter=adapter,
     )
     return ValidatedRequest(
         plan=plan,
