@@ -81,6 +81,12 @@ def cmd_compose(argv: list[str]) -> int:
     return compose_main(argv)
 
 
+def cmd_merge(argv: list[str]) -> int:
+    from langchain_herd.merging.cli import merge_main
+
+    return merge_main(argv)
+
+
 def cmd_eval(argv: list[str]) -> int:
     from langchain_herd.evaluation.cli import eval_main
 
@@ -356,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write docker-compose or Kubernetes files for the config's servers (args: --help)",
         add_help=False,
     )
+    sub.add_parser(
+        "merge",
+        help="merge experts (LoRA adapters or models): linear, ties, dare, slerp (args: --help)",
+        add_help=False,
+    )
     calibrate = sub.add_parser("calibrate", help="calibrate a policy value into an artifact")
     calibrate.add_argument("artifact", help="classifier directory (a correctness router)")
     calibrate.add_argument("table", help="correctness table (parquet)")
@@ -445,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": cmd_train,
         "eval": cmd_eval,
         "compose": cmd_compose,
+        "merge": cmd_merge,
     }
     if argv and argv[0] in forwarded:
         return forwarded[argv[0]](argv[1:])

@@ -132,17 +132,28 @@ def _in_stream_kind(body: object) -> FailureKind:
 
     TGI sends an overload as ``{"error": "Model is overloaded", "error_type": "overloaded"}``
     and the openai client keeps only the text; vLLM and SGLang send an OpenAI error object
-    with a ``code``. An overload is back-pressure, not a broken expert.
+    with a ``code``. An overload is back-pressure, not a broken expert; TGI's request errors
+    (its 422s: validation, tool and template errors, each message prefixed with its kind)
+    are the request's fault, e.g. a tool call that ``max_tokens`` cut short.
     """
     if isinstance(body, dict):
         code = body.get("code")
         overload_types = {"overloaded", "rate_limit_exceeded"}
         if code in (429, "429") or body.get("type") in overload_types:
             return "rate_limited"
+        if code in (400, "400", 422, "422") or body.get("type") == "invalid_request_error":
+            return "invalid_input"
         body = body.get("message")
-    if isinstance(body, str) and "overloaded" in body.lower():
-        return "rate_limited"
+    if isinstance(body, str):
+        if "overloaded" in body.lower():
+            return "rate_limited"
+        if body.startswith(_TGI_REQUEST_ERRORS):
+            return "invalid_input"
     return "generation_error"
+
+
+#: How TGI's request errors begin (``InferError`` and ``ValidationError`` displays).
+_TGI_REQUEST_ERRORS = ("Input validation error", "Tool error", "Template error")
 
 
 def _classify(exc: BaseException) -> Failure | None:
@@ -175,6 +186,9 @@ def _classify(exc: BaseException) -> Failure | None:
     if isinstance(exc, openai.APIError):
         # An error event inside a stream (TGI's `data: {"error": ...}`): no HTTP status, and
         # the client keeps only the event's "error" value, so TGI's error_type is lost.
+        reason = _body_reason(exc.body)
+        if reason and reason not in message:  # the client's own message is generic
+            message = f"{message} ({reason})"
         return Failure(_in_stream_kind(exc.body), message, status)
     if isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)):
         return Failure("timeout", message, status)

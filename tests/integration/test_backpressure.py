@@ -219,3 +219,26 @@ def test_an_overload_inside_an_openai_stream_is_back_pressure(servers: list[str]
     holder.join()
     failure = classify_failure(caught.value)
     assert failure is not None and failure.kind == "rate_limited", failure
+
+
+def test_a_tool_call_cut_short_inside_a_stream_is_the_requests_fault(
+    servers: list[str],
+) -> None:
+    """TGI answers a tool call that ``max_tokens`` cut short with a tool error inside the
+    stream (found by the long fuzz run): the request's fault, so it never opens a breaker.
+    Before, the openai client's generic "An error occurred during streaming" was read as a
+    generation error, and three such requests opened the expert's breaker for everyone."""
+    server = ServerThread(create_app(load_backend("tiny"))).start()  # room for tool prompts
+    router = herd([server.url] * 4, protocol="openai")
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+    bound = router.bind_tools([tool], tool_choice="required")
+    for _ in range(4):  # past the breaker's threshold of 3
+        with pytest.raises(AllExpertsFailedError) as caught:
+            for _ in bound.stream("What is the capital of France?", max_tokens=2):
+                pass
+        kinds = {attempt.failure for attempt in caught.value.decision.attempts}
+        assert kinds == {"invalid_input"}, caught.value.decision.attempts
+        assert "Tool error" in caught.value.decision.attempts[0].error
+    assert all(breaker.status().state == "closed" for breaker in router.engine.breakers.values())
+    assert router.invoke("Name a colour.").content  # the herd still answers
+    server.stop()
