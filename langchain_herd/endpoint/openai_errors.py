@@ -143,7 +143,11 @@ def _all_failed(exc: AllExpertsFailedError, breakers: Mapping[str, Breaker]) -> 
     decision = exc.decision
     attempts = [attempt.model_dump(mode="json") for attempt in decision.attempts]
     status, code, headers = 502, "all_experts_failed", {}
-    if not decision.attempts:
+    if decision.attempts and all(a.failure in _REQUEST_KINDS for a in decision.attempts):
+        # Every expert refused the request itself (too long, a tool call max_tokens cut
+        # short): the client's to fix, not a herd outage.
+        status, code = 400, "expert_refused"
+    elif not decision.attempts:
         # Nobody was called (every candidate's breaker is open): a retry later may succeed.
         status, code = 503, "no_expert_available"
         waits = [breakers[n].status().retry_in_s for n in decision.skipped if n in breakers]

@@ -700,6 +700,25 @@ def test_all_experts_failed(
         )
 
 
+def test_a_request_every_expert_refuses_is_the_clients_error(
+    make_endpoint: Callable[..., Endpoint],
+) -> None:
+    # A forced tool call that max_tokens cuts short: each expert answers 422 (a tool error,
+    # inside the stream when streaming). Found by the long fuzz run as 502s.
+    endpoint = make_endpoint()
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+    for stream in (False, True):
+        body = ask(max_tokens=2, stream=stream, tools=[tool], tool_choice="required")
+        reply = endpoint.post(body)
+        assert reply.status_code == 400, reply.text
+        error = reply.json()["error"]
+        assert error["code"] == "expert_refused"
+        assert {a["failure"] for a in error["attempts"]} == {"invalid_input"}
+        assert "Tool error" in error["message"]
+    for breaker in endpoint.router.breakers.values():
+        assert breaker.status().consecutive_failures == 0
+
+
 def test_stream_broken_after_first_token(
     make_endpoint: Callable[..., Endpoint], experts: dict[str, str]
 ) -> None:
