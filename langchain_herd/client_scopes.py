@@ -58,12 +58,14 @@ class PerCallInferenceClient:
 
     def __init__(self, factory: Callable[[], Any]) -> None:
         self._factory = factory
+        # Never sends a request: answers attribute reads and says which names are methods.
+        self._template = factory()
 
     def __repr__(self) -> str:
-        return f"PerCallInferenceClient({self._factory()!r})"
+        return f"PerCallInferenceClient({self._template!r})"
 
     def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._factory(), name)
+        attribute = getattr(self._template, name)
         if not callable(attribute):
             return attribute
 
@@ -93,9 +95,10 @@ class PerCallAsyncInferenceClient:
     def __init__(self, factory: Callable[[], Any], sessions: PerLoop) -> None:
         self._factory = factory
         self._sessions = sessions
+        self._template = factory()  # as in PerCallInferenceClient: never sends a request
 
     def __repr__(self) -> str:
-        return f"PerCallAsyncInferenceClient({self._factory()!r})"
+        return f"PerCallAsyncInferenceClient({self._template!r})"
 
     def _client(self) -> Any:
         client = self._factory()
@@ -106,7 +109,7 @@ class PerCallAsyncInferenceClient:
         return client
 
     def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._factory(), name)
+        attribute = getattr(self._template, name)
         if not callable(attribute):
             return attribute
 

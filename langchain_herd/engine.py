@@ -13,7 +13,6 @@ fallbacks and the attempts trail apply to every one.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -33,6 +32,7 @@ from langchain_herd.capabilities import Requirements
 from langchain_herd.classifiers.base import Classifier
 from langchain_herd.config import DEFAULT_FALLBACK_ON, FailureKind
 from langchain_herd.context_limits import ContextGuard
+from langchain_herd.deadlines import Deadline
 from langchain_herd.decision import Attempt, RouteDecision
 from langchain_herd.errors import (
     AllExpertsFailedError,
@@ -894,31 +894,6 @@ def _unpositioned(chunk: BaseMessage) -> AIMessageChunk:
     if chunk.chunk_position is None:
         return chunk
     return chunk.model_copy(update={"chunk_position": None})
-
-
-class Deadline:
-    """A whole-request deadline: httpx times out per read, so a slow trickle never would."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self.expires = None if seconds is None else time.monotonic() + seconds
-        self.seconds = seconds
-
-    async def wait(self, awaitable: Any) -> Any:
-        if self.expires is None:
-            return await awaitable
-        remaining = max(self.expires - time.monotonic(), 0.0)
-        try:
-            return await asyncio.wait_for(awaitable, remaining)
-        except asyncio.TimeoutError:
-            raise self._expired() from None
-
-    def check(self) -> None:
-        """Raise ``TimeoutError`` once the deadline has passed (sync streams, per chunk)."""
-        if self.expires is not None and time.monotonic() > self.expires:
-            raise self._expired()
-
-    def _expired(self) -> TimeoutError:
-        return TimeoutError(f"no complete answer within the {self.seconds:g}s deadline")
 
 
 async def _no_chunks() -> AsyncIterator[BaseMessage]:

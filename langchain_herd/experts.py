@@ -15,7 +15,6 @@ endpoints it belongs to and no ``Authorization`` header at all to the others.
 
 from __future__ import annotations
 
-import time
 import traceback
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from langchain_herd.client_scopes import (
 )
 from langchain_herd.config import ExpertConfig, PromptFormat
 from langchain_herd.context_limits import ContextSpec
+from langchain_herd.deadlines import Deadline
 from langchain_herd.prompt_formats import render_prompt, stop_sequences_for
 
 
@@ -248,14 +248,11 @@ class TGIGenerateChat(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         params = self._params(stop, kwargs)
         prompt = render_prompt(messages, self.prompt_format)
-        expires = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        deadline = Deadline(self.timeout_s)
         pieces = self.llm.client.text_generation(prompt, stream=True, details=True, **params)
         try:
             for piece in pieces:
-                if expires is not None and time.monotonic() > expires:
-                    raise TimeoutError(
-                        f"no complete answer within the {self.timeout_s:g}s deadline"
-                    )
+                deadline.check()
                 chunk = self._chunk(piece, params["stop"])
                 if chunk is None:
                     continue

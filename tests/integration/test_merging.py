@@ -142,6 +142,12 @@ def adapters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: make_adapter(root / name, seed) for name, seed in (("a", 3), ("b", 4))}
 
 
+def merge_adapters(adapters: dict[str, Path], method: str, out: Path, *args: str) -> None:
+    """``herd merge METHOD a b --out OUT --base tiny ARGS``, which must succeed."""
+    command = ["merge", method, str(adapters["a"]), str(adapters["b"]), "--out", str(out)]
+    assert herd([*command, "--base", "tiny", *args]) == 0
+
+
 def _low_rank(matrix: torch.Tensor, rank: int) -> torch.Tensor:
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     return u[:, :rank] @ torch.diag(s[:rank]) @ vh[:rank]
@@ -166,22 +172,7 @@ def test_adapter_merges_match_the_formulas(
     adapters: dict[str, Path], tmp_path: Path, method: str, args: list[str], expected: object
 ) -> None:
     out = tmp_path / method
-    assert (
-        herd(
-            [
-                "merge",
-                method,
-                str(adapters["a"]),
-                str(adapters["b"]),
-                "--out",
-                str(out),
-                "--base",
-                "tiny",
-                *args,
-            ]
-        )
-        == 0
-    )
+    merge_adapters(adapters, method, out, *args)
     merged, a, b = _delta(out), _delta(adapters["a"]), _delta(adapters["b"])
     assert set(merged) == set(a)
     assert callable(expected)
@@ -193,21 +184,7 @@ def test_adapter_merges_match_the_formulas(
 
 def test_a_merged_adapter_is_served(adapters: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "merged"
-    assert (
-        herd(
-            [
-                "merge",
-                "linear",
-                str(adapters["a"]),
-                str(adapters["b"]),
-                "--out",
-                str(out),
-                "--base",
-                "tiny",
-            ]
-        )
-        == 0
-    )
+    merge_adapters(adapters, "linear", out)
     backend = load_backend("tiny")
     backend.load_adapters(parse_adapter_specs(f"merged={out},a={adapters['a']}"))
     server = ServerThread(create_app(backend)).start()
