@@ -50,6 +50,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from langchain_herd.backpressure import DEFAULT_BACKOFF_S, DEFAULT_MAX_BACKOFF_S
+from langchain_herd.batch_grouping import grouped_order, shares_servers
 from langchain_herd.capabilities import Requirements
 from langchain_herd.classifiers.base import Classifier
 from langchain_herd.config import DEFAULT_FALLBACK_ON, FailureKind, HerdConfig, load_config
@@ -119,6 +120,21 @@ def _bounded(
     return {**config, "max_concurrency": BATCH_CONCURRENCY}
 
 
+def _in_order(
+    config: RunnableConfig | list[RunnableConfig] | None, order: list[int]
+) -> RunnableConfig | list[RunnableConfig] | None:
+    """Per-input configs follow their inputs into the sending order."""
+    return [config[i] for i in order] if isinstance(config, list) else config
+
+
+def _restored(sent: list[Any], order: list[int]) -> list[Any]:
+    """Results in the inputs' order from results in the sending order."""
+    out: list[Any] = [None] * len(sent)
+    for position, index in enumerate(order):
+        out[index] = sent[position]
+    return out
+
+
 def _call_options(config: RunnableConfig | None) -> dict[str, Any]:
     configurable = ensure_config(config).get("configurable") or {}
     keys = (EXPERT_KEY, POLICY_KEY, QUERY_KEY, THREAD_KEY)
@@ -179,6 +195,9 @@ class HerdRouter(BaseChatModel):
     ``from_config``); leave unset for endpoints without auth. Never printed or traced."""
     streaming: bool = False
     """Whether ``invoke`` streams from the expert internally (LangChain's standard flag)."""
+    group_batches: bool = True
+    """In ``batch``/``abatch``, send queries grouped by server and adapter where experts share
+    a server (each query is then classified twice: once to order, once when sent)."""
 
     def __init__(
         self,
@@ -393,6 +412,28 @@ class HerdRouter(BaseChatModel):
         # and unreadable message lists get an InputError that says what to pass instead.
         return ChatPromptValue(messages=to_messages(model_input, self.input_key))
 
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """``invoke`` over many inputs; where experts share a server (LoRA adapters of one
+        base), they are sent grouped by server and adapter (:mod:`.batch_grouping`), and the
+        results come back in the inputs' order."""
+        order = self._send_order(inputs, config, kwargs)
+        if order is None:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        sent = super().batch(
+            [inputs[i] for i in order],
+            _in_order(config, order),
+            return_exceptions=return_exceptions,
+            **kwargs,
+        )
+        return _restored(sent, order)
+
     async def abatch(
         self,
         inputs: list[LanguageModelInput],
@@ -404,13 +445,39 @@ class HerdRouter(BaseChatModel):
         """``ainvoke`` over many inputs, at most ``BATCH_CONCURRENCY`` at a time unless the
         config's ``max_concurrency`` says otherwise (LangChain's default is unbounded: a
         batch of 10,000 would open 10,000 expert calls at once; sync ``batch`` is bounded by
-        its thread pool)."""
-        return await super().abatch(
-            inputs,
-            _bounded(config),
+        its thread pool). Grouped by server and adapter as :meth:`batch` is."""
+        order = self._send_order(inputs, config, kwargs)
+        if order is None:
+            return await super().abatch(
+                inputs, _bounded(config), return_exceptions=return_exceptions, **kwargs
+            )
+        sent = await super().abatch(
+            [inputs[i] for i in order],
+            _bounded(_in_order(config, order)),
             return_exceptions=return_exceptions,
             **kwargs,
         )
+        return _restored(sent, order)
+
+    def _send_order(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None,
+        kwargs: dict[str, Any],
+    ) -> list[int] | None:
+        """The grouped sending order, or None where nothing would change."""
+        if not self.group_batches or len(inputs) < 2 or not shares_servers(self.experts):
+            return None
+        configs = config if isinstance(config, list) else [config or {}] * len(inputs)
+        chosen: list[str | None] = []
+        for query, one in zip(inputs, configs, strict=True):
+            try:
+                bound = {**kwargs, _CALL_KWARG: _call_options(one)}
+                chosen.append(self.route(query, **bound).chosen)  # type: ignore[arg-type]
+            except Exception:  # its own call reports the problem, in its place
+                chosen.append(None)
+        order = grouped_order(chosen, self.experts)
+        return None if order == sorted(order) else order
 
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any

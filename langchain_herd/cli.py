@@ -21,6 +21,12 @@ CONFIG is a herd config YAML file or ``bundled:<name>``, one shipped with the pa
   train a router classifier.
 - ``herd eval TABLE --out DIR``: compare routers and baselines on held-out questions
   (accuracy, cost, oracle gap, PGR/APGR/CPT, AIQ, ECE; JSON, Markdown and plots).
+- ``herd finetune-expert BASE DATA --out DIR``: train a subject expert, a LoRA adapter on
+  one group's questions (``skills:stem``), for ``herd serve --lora-adapters``.
+- ``herd swarm CONFIG --utility DATASET --out DIR``: Model Swarms, a particle swarm search over
+  the herd's LoRA adapters scored on development questions; writes the best as a new expert.
+- ``herd compare-experts CONFIG --out DIR``: the base model, each subject adapter, the router
+  over them, merges and the swarm's best on the same held-out questions, with intervals.
 - ``herd calibrate ARTIFACT TABLE --policy threshold|margin --expert NAME``: pick the
   policy's value on labelled questions and store it in the artifact.
 """
@@ -81,10 +87,28 @@ def cmd_compose(argv: list[str]) -> int:
     return compose_main(argv)
 
 
+def cmd_compare_experts(argv: list[str]) -> int:
+    from langchain_herd.expert_comparison.cli import compare_experts_main
+
+    return compare_experts_main(argv)
+
+
 def cmd_merge(argv: list[str]) -> int:
     from langchain_herd.merging.cli import merge_main
 
     return merge_main(argv)
+
+
+def cmd_swarm(argv: list[str]) -> int:
+    from langchain_herd.swarm.cli import swarm_main
+
+    return swarm_main(argv)
+
+
+def cmd_finetune_expert(argv: list[str]) -> int:
+    from langchain_herd.expert_training.cli import finetune_main
+
+    return finetune_main(argv)
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -367,6 +391,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge experts (LoRA adapters or models): linear, ties, dare, slerp (args: --help)",
         add_help=False,
     )
+    sub.add_parser(
+        "swarm",
+        help="Model Swarms: particle swarm search over the herd's LoRA adapters (--help)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "compare-experts",
+        help="base, subject adapters, router, merges and swarm on held-out questions (--help)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "finetune-expert",
+        help="train a subject expert: a LoRA adapter on a question set (args: --help)",
+        add_help=False,
+    )
     calibrate = sub.add_parser("calibrate", help="calibrate a policy value into an artifact")
     calibrate.add_argument("artifact", help="classifier directory (a correctness router)")
     calibrate.add_argument("table", help="correctness table (parquet)")
@@ -457,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
         "eval": cmd_eval,
         "compose": cmd_compose,
         "merge": cmd_merge,
+        "swarm": cmd_swarm,
+        "compare-experts": cmd_compare_experts,
+        "finetune-expert": cmd_finetune_expert,
     }
     if argv and argv[0] in forwarded:
         return forwarded[argv[0]](argv[1:])

@@ -262,6 +262,7 @@ async def info(request: Request) -> Response:
             "max_total_tokens": limits.max_total_tokens,
             "validation_workers": 1,
             "max_client_batch_size": 1,
+            "max_batch_size": state.backend.max_batch_size,
             "router": "text-generation-router",
             "version": TGI_VERSION,
             "sha": None,

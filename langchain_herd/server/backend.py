@@ -1,14 +1,17 @@
-"""The loaded model and tokenizer, and the token loop that runs one generation at a time.
+"""The loaded model and tokenizer, and the token loop that runs one generation.
 
 Generation is a manual loop over the model's forward pass with a KV cache, so each token can be
 reported with its logprob, stop sequences can be checked on the decoded text the way TGI does,
-and a stream can be cancelled between tokens. A lock serializes requests: on a small CPU machine
-parallel generation gains nothing, and one model instance is not safe to share mid-forward.
+and a stream can be cancelled between tokens. A lock gives the model to one loop at a time (one
+model instance is not safe to share mid-forward). With ``max_batch_size`` above 1, concurrent
+requests are batched so that one loop advances several sequences per forward pass
+(:mod:`langchain_herd.server.batching`); with 1 they run one after another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -20,6 +23,13 @@ from langchain_herd.server.adapters import (
     adapter_in_use,
     attach_adapters,
     loaded_adapters,
+)
+from langchain_herd.server.batching import (
+    DEFAULT_BATCH_WAIT_S,
+    DEFAULT_MAX_BATCH_SIZE,
+    BatchScheduler,
+    BatchStats,
+    LoraBatching,
 )
 from langchain_herd.server.generation import (
     Finish,
@@ -72,7 +82,7 @@ class _IncrementalDecoder:
 
 
 class GenerationBackend:
-    """A causal language model and its tokenizer, served one request at a time.
+    """A causal language model and its tokenizer, serving concurrent requests in batches.
 
     Args:
         model: a transformers causal LM (``PreTrainedModel``), in eval mode.
@@ -90,6 +100,11 @@ class GenerationBackend:
             The tiny model's character tokens come after its words and are for grammars only,
             so its output without a grammar is what it was before they existed, down to
             seeded samples.
+        max_batch_size: most concurrent requests that share one forward pass per token
+            (1: one request at a time, as before batching existed).
+        batch_wait_s: how long a batch that is not full waits for more requests to join it.
+        lora_batching: ``mixed`` (requests for different LoRA adapters share a batch through
+            PEFT's ``adapter_names``) or ``grouped`` (one adapter per batch).
 
     Example:
         >>> from langchain_herd.server import load_backend
@@ -108,6 +123,9 @@ class GenerationBackend:
         min_new_tokens: int = 0,
         torch_threads: int | None = None,
         unconstrained_vocab_size: int | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
+        lora_batching: LoraBatching = "mixed",
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -130,6 +148,52 @@ class GenerationBackend:
         self._waiting_lock = threading.Lock()
         self.stopped_generations = 0
         """Generations stopped before their end because their consumer went away."""
+        self.batch_stats = BatchStats()
+        """Batches and forward passes run so far."""
+        self._batcher = BatchScheduler(
+            self, max_batch_size=2, batch_wait_s=batch_wait_s, lora_batching=lora_batching
+        )
+        self.max_batch_size = max_batch_size
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most requests that share one forward pass (1: no batching)."""
+        return self._max_batch_size
+
+    @max_batch_size.setter
+    def max_batch_size(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {value}")
+        self._max_batch_size = value
+        self._batcher.max_batch_size = value
+
+    @property
+    def batch_wait_s(self) -> float:
+        """How long a batch that is not full waits for more requests to join it."""
+        return self._batcher.batch_wait_s
+
+    @batch_wait_s.setter
+    def batch_wait_s(self, value: float) -> None:
+        self._batcher.batch_wait_s = max(0.0, value)
+
+    @property
+    def lora_batching(self) -> LoraBatching:
+        """How requests for different LoRA adapters share batches (``mixed`` or ``grouped``)."""
+        return self._batcher.lora_batching
+
+    @lora_batching.setter
+    def lora_batching(self, value: LoraBatching) -> None:
+        if value not in ("mixed", "grouped"):
+            raise ValueError(f"lora_batching must be 'mixed' or 'grouped', got {value!r}")
+        self._batcher.lora_batching = value
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id that fills the left of shorter prompts in a batch (masked out)."""
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        if pad is None:
+            pad = next(iter(sorted(self.eos_token_ids)), 0)
+        return int(pad)
 
     @staticmethod
     def _find_eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -189,7 +253,7 @@ class GenerationBackend:
     @property
     def queue_size(self) -> int:
         """How many generations are waiting for the model."""
-        return self._waiting
+        return self._waiting + self._batcher.pending
 
     @property
     def has_chat_template(self) -> bool:
@@ -248,6 +312,8 @@ class GenerationBackend:
     ) -> Iterator[GenerationEvent]:
         """Run one generation, waiting for the model first; blocks, so call it off the event loop.
 
+        With ``max_batch_size`` above 1 it joins the next batch of concurrent requests.
+
         Args:
             plan: what to generate.
             cancel: set it to stop between tokens (the consumer went away).
@@ -255,6 +321,23 @@ class GenerationBackend:
         Yields:
             A :class:`PrefillEvent` if asked for, then one :class:`TokenEvent` per token.
         """
+        cancel = cancel or threading.Event()
+        if self.max_batch_size > 1:
+            yield from self._batcher.submit(plan, cancel)
+        else:
+            yield from self.generate_alone(plan, cancel)
+
+    def generate_alone(
+        self, plan: GenerationPlan, cancel: threading.Event
+    ) -> Iterator[GenerationEvent]:
+        """Run one generation by itself (no batch), waiting for the model first."""
+        with self.model_turn(), adapter_in_use(self.model, plan.adapter):
+            # The active adapter is model state: chosen under the model lock.
+            yield from self._generate_locked(plan, cancel)
+
+    @contextlib.contextmanager
+    def model_turn(self) -> Iterator[None]:
+        """Hold the model (waiting for it first) with torch set up for generating."""
         import torch
 
         with self._waiting_lock:
@@ -267,9 +350,8 @@ class GenerationBackend:
         try:
             if self.torch_threads is not None and torch.get_num_threads() != self.torch_threads:
                 torch.set_num_threads(self.torch_threads)
-            # The active adapter is model state: chosen under the model lock.
-            with torch.inference_mode(), adapter_in_use(self.model, plan.adapter):
-                yield from self._generate_locked(plan, cancel or threading.Event())
+            with torch.inference_mode():
+                yield
         finally:
             self._lock.release()
 
@@ -278,8 +360,6 @@ class GenerationBackend:
     ) -> Iterator[GenerationEvent]:
         import torch
 
-        from langchain_herd.server.sampling import TokenChooser
-
         all_ids = torch.tensor([list(plan.input_ids)], dtype=torch.long)
         # All positions' logits only when the prefill logprobs are asked for.
         out = self._forward(all_ids, None, all_positions=plan.decoder_input_details)
@@ -287,63 +367,55 @@ class GenerationBackend:
             yield PrefillEvent(self._prefill_tokens(all_ids, out.logits))
         logits = out.logits[:, -1, :].float()
         cache = out.past_key_values
-
-        constraint: TokenConstraint | None = None
-        if plan.grammar is not None:
-            constraint = self._grammars.get().constraint(plan.grammar)
-        if constraint is None:
-            chooser = TokenChooser(
-                plan.sampling,
-                top_n_tokens=plan.top_n_tokens,
-                suppressed_until=(self.eos_token_ids, self.min_new_tokens),
-                vocab_limit=self.unconstrained_vocab_size,
-            )
-        else:  # the grammar decides when the output may end, and which tokens it needs
-            chooser = TokenChooser(
-                plan.sampling, top_n_tokens=plan.top_n_tokens, constraint=constraint
-            )
-        decoder = _IncrementalDecoder(self.decode, plan.input_ids)
-        text_so_far = ""
-        for step in range(plan.max_new_tokens):
+        sequence = self.start_sequence(plan)
+        for _ in range(plan.max_new_tokens):
             if cancel.is_set():
                 self.stopped_generations += 1  # under the model lock: no race
                 return
-            choice = chooser.choose(all_ids, logits, step)
-            if constraint is not None:
-                constraint.advance(choice.token_id)
-            all_ids = torch.cat([all_ids, torch.tensor([[choice.token_id]])], dim=1)
-            text = decoder.push(choice.token_id)
-            text_so_far += text
-            token = TokenInfo(
-                choice.token_id, text, choice.logprob, choice.token_id in self.special_token_ids
-            )
-            top = tuple(
-                TokenInfo(i, self._token_text(i), lp, i in self.special_token_ids)
-                for i, lp in choice.top
-            )
-            generated = step + 1
-            reason = self._finish_reason(plan, choice.token_id, generated, text_so_far)
-            if reason is not None:
-                finish = Finish(
-                    reason=reason,
-                    generated_tokens=generated,
-                    generated_text=self._final_text(all_ids[0].tolist(), generated),
-                    seed=plan.sampling.seed if plan.sampling.sampling else None,
-                )
-                yield TokenEvent(token, top, finish)
+            event = sequence.advance(logits)
+            yield event
+            if event.finish is not None:
                 return
-            yield TokenEvent(token, top)
-            out = self._forward(all_ids[:, -1:], cache, all_positions=False)
+            out = self._forward(sequence.all_ids[:, -1:], cache, all_positions=False)
             logits = out.logits[:, -1, :].float()
             cache = out.past_key_values
 
+    def start_sequence(self, plan: GenerationPlan) -> _Sequence:
+        """The per-sequence state of one generation: its chooser, grammar, decoder and stops."""
+        return _Sequence(self, plan)
+
     def _forward(self, input_ids: torch.Tensor, cache: Any, *, all_positions: bool) -> Any:
+        self.batch_stats.record_forward(1)
         kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": True}
         if cache is not None:
             kwargs["past_key_values"] = cache
         if self._logits_to_keep:  # saves a [prompt, vocab] logits tensor on long prompts
             kwargs["logits_to_keep"] = 0 if all_positions else 1
         return self.model(**kwargs)
+
+    def forward_batch(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: Any,
+        extra: Mapping[str, Any],
+    ) -> tuple[torch.Tensor, Any]:
+        """One forward pass over a left-padded batch: last-position logits (float32) and cache."""
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "use_cache": True,
+            **extra,
+        }
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        self.batch_stats.record_forward(int(input_ids.shape[0]))
+        out = self.model(**kwargs)
+        return out.logits[:, -1, :].float(), out.past_key_values
 
     def _finish_reason(
         self, plan: GenerationPlan, token_id: int, generated: int, text: str
@@ -438,3 +510,65 @@ class GenerationBackend:
             if isinstance(event, TokenEvent) and event.finish is not None:
                 return event.finish.generated_text
         return ""
+
+
+class _Sequence:
+    """One generation's choices, grammar, decoded text and stopping, one token at a time.
+
+    The same object drives a lone generation and a row of a batch, so both choose, decode and
+    stop alike; only the forward pass that feeds :meth:`advance` differs.
+    """
+
+    def __init__(self, backend: GenerationBackend, plan: GenerationPlan) -> None:
+        import torch
+
+        from langchain_herd.server.sampling import TokenChooser
+
+        self._backend = backend
+        self.plan = plan
+        self.all_ids = torch.tensor([list(plan.input_ids)], dtype=torch.long)
+        self._constraint: TokenConstraint | None = None
+        if plan.grammar is not None:
+            self._constraint = backend._grammars.get().constraint(plan.grammar)
+        if self._constraint is None:
+            self._chooser = TokenChooser(
+                plan.sampling,
+                top_n_tokens=plan.top_n_tokens,
+                suppressed_until=(backend.eos_token_ids, backend.min_new_tokens),
+                vocab_limit=backend.unconstrained_vocab_size,
+            )
+        else:  # the grammar decides when the output may end, and which tokens it needs
+            self._chooser = TokenChooser(
+                plan.sampling, top_n_tokens=plan.top_n_tokens, constraint=self._constraint
+            )
+        self._decoder = _IncrementalDecoder(backend.decode, plan.input_ids)
+        self._text = ""
+        self.generated = 0
+
+    def advance(self, logits: torch.Tensor) -> TokenEvent:
+        """Choose the next token from this sequence's last-position ``logits`` (``[1, vocab]``,
+        float32); the event carries a :class:`Finish` when the sequence is done."""
+        import torch
+
+        backend = self._backend
+        choice = self._chooser.choose(self.all_ids, logits, self.generated)
+        if self._constraint is not None:
+            self._constraint.advance(choice.token_id)
+        self.all_ids = torch.cat([self.all_ids, torch.tensor([[choice.token_id]])], dim=1)
+        text = self._decoder.push(choice.token_id)
+        self._text += text
+        special = backend.special_token_ids
+        token = TokenInfo(choice.token_id, text, choice.logprob, choice.token_id in special)
+        top = tuple(TokenInfo(i, backend._token_text(i), lp, i in special) for i, lp in choice.top)
+        self.generated += 1
+        plan = self.plan
+        reason = backend._finish_reason(plan, choice.token_id, self.generated, self._text)
+        if reason is None:
+            return TokenEvent(token, top)
+        finish = Finish(
+            reason=reason,
+            generated_tokens=self.generated,
+            generated_text=backend._final_text(self.all_ids[0].tolist(), self.generated),
+            seed=plan.sampling.seed if plan.sampling.sampling else None,
+        )
+        return TokenEvent(token, top, finish)

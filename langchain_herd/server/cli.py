@@ -79,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-concurrent-requests", type=int, default=None)
     parser.add_argument("--default-max-new-tokens", type=int, default=100)
     parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=8,
+        help="most concurrent requests that share one forward pass per token (default 8; "
+        "1: one request at a time)",
+    )
+    parser.add_argument(
+        "--lora-batching",
+        choices=["mixed", "grouped"],
+        default="mixed",
+        help="requests for different LoRA adapters share a batch (mixed, default) or each "
+        "adapter batches apart (grouped)",
+    )
+    parser.add_argument(
         "--lora-adapters",
         default="",
         help="PEFT LoRA adapters to load at start, as TGI's flag: name=path (a folder with "
@@ -174,6 +188,8 @@ def serve_main(argv: list[str] | None = None) -> int:
             serving = f"a replay of {', '.join(app.state.herd.models)}"
         else:
             backend = load_backend(args.model, cache_dir=args.cache_dir)
+            backend.max_batch_size = args.max_batch_size
+            backend.lora_batching = args.lora_batching
             backend.load_adapters(parse_adapter_specs(args.lora_adapters))
             app = create_app(
                 backend,
