@@ -10,7 +10,6 @@ finds it for a policy whose value the config leaves unset.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from langchain_herd.artifact_files import read_json
+from langchain_herd.atomic_files import write_atomically
 from langchain_herd.classifiers.base import CONFIG_FILE, SavedClassifier, load_classifier
 from langchain_herd.errors import ArtifactError, ConfigError
 
@@ -143,9 +143,7 @@ def write_calibration(artifact: str | Path, calibration: Calibration) -> None:
     if not isinstance(config, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     config["calibration"] = asdict(calibration)
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(config, indent=2))
 
 
 def calibrate_artifact(

@@ -44,6 +44,7 @@ __all__ = [
     "load_questions",
     "read_question_file",
     "resolve_questions",
+    "sample_per_group",
     "split_of",
 ]
 
@@ -134,9 +135,21 @@ def load_questions(
     chosen = [q for q in pool if q.group in wanted and (split is None or split_of(q.id) == split)]
     if per_group is None:
         return chosen
+    return sample_per_group(chosen, per_group, seed=seed, groups=wanted)
+
+
+def sample_per_group(
+    questions: Sequence[ChoiceQuestion],
+    per_group: int,
+    *,
+    seed: int = 0,
+    groups: Iterable[str] | None = None,
+) -> list[ChoiceQuestion]:
+    """At most ``per_group`` questions of each group (``groups``' order, default sorted), a
+    seeded sample kept in id order, so the same seed gives the same questions anywhere."""
     out: list[ChoiceQuestion] = []
-    for group in wanted:
-        members = [q for q in chosen if q.group == group]
+    for group in groups if groups is not None else sorted({q.group for q in questions}):
+        members = [q for q in questions if q.group == group]
         random.Random(f"{seed}:{group}").shuffle(members)
         out.extend(sorted(members[:per_group], key=lambda q: q.id))
     return out

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from langchain_herd.atomic_files import write_atomically
 from langchain_herd.choice_questions import ChoiceQuestion, resolve_questions
 from langchain_herd.choice_scoring import ChoiceScores, score_questions
 from langchain_herd.errors import ConfigError
@@ -117,7 +118,6 @@ def _cached(path: Path, key: str) -> ChoiceScores | None:
 
 
 def _save(path: Path, key: str, scores: ChoiceScores) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "key": key,
         "ids": list(scores.ids),
@@ -125,9 +125,7 @@ def _save(path: Path, key: str, scores: ChoiceScores) -> None:
         "gold_loglik": scores.gold_loglik.tolist(),
         "picked": scores.picked.tolist(),
     }
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload))
-    temporary.replace(path)  # a kill mid-write leaves no half file
+    write_atomically(path, json.dumps(payload))  # a kill mid-write leaves no half file
 
 
 def route_questions(

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langchain_herd.choice_questions import ChoiceQuestion
+from langchain_herd.choice_questions import ChoiceQuestion, sample_per_group
 from langchain_herd.errors import ConfigError
 from langchain_herd.expert_training.data import (
     IGNORE_INDEX,
@@ -411,7 +411,7 @@ def _questions(
         questions = list(source)
         name = f"{len(questions)} questions given in Python"
         if settings.per_group is not None:
-            questions = _sample_per_group(questions, settings.per_group, settings.seed)
+            questions = sample_per_group(questions, settings.per_group, seed=settings.seed)
     if settings.limit is not None and len(questions) > settings.limit:
         questions = sorted(
             random.Random(settings.seed).sample(questions, settings.limit), key=lambda q: q.id
@@ -419,17 +419,6 @@ def _questions(
     if not questions:
         raise ConfigError(f"{name}: no questions to train on")
     return questions, name
-
-
-def _sample_per_group(
-    questions: list[ChoiceQuestion], per_group: int, seed: int
-) -> list[ChoiceQuestion]:
-    out: list[ChoiceQuestion] = []
-    for group in sorted({q.group for q in questions}):
-        members = [q for q in questions if q.group == group]
-        random.Random(f"{seed}:{group}").shuffle(members)
-        out.extend(sorted(members[:per_group], key=lambda q: q.id))
-    return out
 
 
 def _by_group(questions: Sequence[ChoiceQuestion]) -> dict[str, int]:

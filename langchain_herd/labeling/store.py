@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from langchain_herd.atomic_files import write_atomically
 from langchain_herd.config import HerdConfig
 from langchain_herd.labeling.datasets import LabelDataset, LabelQuery
 from langchain_herd.labeling.errors import OutputDirError, RawLogError, ResumeMismatchError
@@ -115,38 +116,15 @@ class RunLock:
             self._handle = None
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not supported here (e.g. Windows); the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that a kill leaves either the old file or the complete new one."""
-    _write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_atomically(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_queries(out_dir: Path, queries: Iterable[LabelQuery]) -> None:
     """Store the questions being labeled (``queries.jsonl``), atomically."""
     lines = [json.dumps(q.to_json(), ensure_ascii=False) for q in queries]
-    _write_atomic(out_dir / QUERIES_FILE, "".join(f"{line}\n" for line in lines))
+    write_atomically(out_dir / QUERIES_FILE, "".join(f"{line}\n" for line in lines))
 
 
 def load_queries(out_dir: Path) -> list[LabelQuery]:

@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from langchain_herd.atomic_files import write_atomically
 from langchain_herd.choice_questions import ChoiceQuestion
 from langchain_herd.config import BUNDLED_PREFIX, parse_config
 from langchain_herd.errors import ConfigError
 from langchain_herd.lora_herd import HerdAdapters, read_herd
 from langchain_herd.server.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from langchain_herd.swarm.state import SwarmState, load_state, save_state, write_atomically
+from langchain_herd.swarm.state import SwarmState, load_state, save_state
 from langchain_herd.swarm.update import SwarmWeights, step_particle
 
 if TYPE_CHECKING:

@@ -21,18 +21,17 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langchain_herd.atomic_files import write_atomically
 from langchain_herd.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["STATE_DIR", "SwarmState", "load_state", "save_state", "write_atomically"]
+__all__ = ["STATE_DIR", "SwarmState", "load_state", "save_state"]
 
 STATE_DIR = "state"
 _STATE_JSON = "state.json"
@@ -68,21 +67,6 @@ class SwarmState:
     g: dict[str, torch.Tensor]
     g_worst: dict[str, torch.Tensor]
     finished: bool = False
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def save_state(out: Path, state: SwarmState) -> None:
